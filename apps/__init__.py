@@ -1,0 +1,1 @@
+"""On-device applications built only on the public ``runtimes`` API (no torch)."""

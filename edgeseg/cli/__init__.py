@@ -1,0 +1,84 @@
+"""The ``edgeseg`` command line: one module per subcommand, each with ``add_arguments`` and ``main``.
+
+Subcommand modules are discovered in this package (any module not starting with ``_``) and must stay cheap
+to import: heavy imports (torch, converters, runtimes, benchmarks, apps) happen inside their ``main``.
+Errors reach the user as one line and a non-zero exit; ``EDGESEG_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from edgeseg import __version__
+
+# Listing order in --help; discovered modules not named here follow alphabetically.
+_ORDER = ["models", "info", "devices", "train", "evaluate", "predict", "convert", "bench", "demo"]
+
+
+class UserError(Exception):
+    """An error caused by the user's input or environment; printed as one line, exit code 2."""
+
+
+def _subcommands() -> list[str]:
+    found = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    return [n for n in _ORDER if n in found] + sorted(found - set(_ORDER))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeseg",
+        description="Lightweight medical image segmentation, from training to point-of-care devices.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgeseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _subcommands():
+        mod = importlib.import_module(f"edgeseg.cli.{name}")
+        doc = (mod.__doc__ or "").strip().splitlines()
+        help_line = doc[0] if doc else name
+        p = sub.add_parser(name, help=help_line, description=(mod.__doc__ or "").strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_main=mod.main)
+    return parser
+
+
+def _fail(msg: str, code: int) -> int:
+    print(f"edgeseg: error: {msg}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edgeseg`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_main", None):
+        parser.print_help()
+        return 0
+    if os.environ.get("EDGESEG_DEBUG"):
+        return int(args._main(args) or 0)
+    try:
+        return int(args._main(args) or 0)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except ImportError as exc:
+        from edgeseg._deps import MissingDependencyError, missing_message
+
+        if isinstance(exc, MissingDependencyError) or not exc.name:
+            return _fail(str(exc).strip().splitlines()[0], 2)
+        return _fail(missing_message(exc.name, f"`edgeseg {args.command}`"), 2)
+    except (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        return _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, 2)
+    except OSError as exc:
+        return _fail(f"{type(exc).__name__}: {exc}", 2)
+    except Exception as exc:  # a bug: still one line, with the way to see more
+        name = type(exc).__name__
+        return _fail(f"unexpected {name}: {exc} (set EDGESEG_DEBUG=1 for the traceback)", 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

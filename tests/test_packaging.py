@@ -1,0 +1,92 @@
+"""Layout and import direction: the device side imports without torch, the CLI answers in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+_BLOCK_TORCH = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("torch is blocked for this test", name=name)
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def _run_py(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("module", ["runtimes", "apps", "edgeseg", "edgeseg.cli"])
+def test_device_side_imports_without_torch(module):
+    res = _run_py(_BLOCK_TORCH + f"import {module}\nassert 'torch' not in sys.modules\nprint('ok')")
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+def test_blocking_torch_really_blocks():
+    # The test above would be meaningless if the block did not work.
+    res = _run_py(_BLOCK_TORCH + "import torch")
+    assert res.returncode != 0 and "blocked" in res.stderr
+
+
+def test_cli_help_without_torch_and_models_error_is_one_line():
+    res = _run_py(_BLOCK_TORCH + "from edgeseg.cli import main\nsys.exit(main(['models']))")
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
+    assert "pip install" in res.stderr  # names what to install
+
+
+def test_top_level_layout():
+    for entry in ["edgeseg", "converters", "runtimes", "benchmarks", "apps", "tests", "pyproject.toml",
+                  "README.md", "constraints.txt", ".ci/run"]:
+        assert (REPO / entry).exists(), entry
+
+
+def test_constraints_pin_torch_to_the_local_cpu_wheel():
+    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    assert pins["torch"] == "2.13.0"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeseg", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_models_json_matches_paper():
+    res = _cli("models", "ultralightunet*", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    assert set(rows) == {"ultralightunet-t", "ultralightunet-s", "ultralightunet", "ultralightunet-m",
+                         "ultralightunet-l"}
+    for r in rows.values():
+        assert {"name", "params", "flops", "input_size"} <= set(r)
+        assert r["input_size"] == [256, 256]
+        assert abs(r["flops"] / 1e9 / r["paper_gflops"] - 1) < 0.03
+        assert round(r["params"] / 1e6, 3) == pytest.approx(r["paper_params_m"], rel=0.01)
+
+
+def test_cli_errors_are_one_line_without_traceback():
+    res = _cli("info", "ultralightunet-x")
+    assert res.returncode == 2
+    assert res.stderr.startswith("edgeseg: error: unknown model") and "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0
+    res = _cli("info", "ultralightunet-t", "--img-size", "100")
+    assert res.returncode == 2 and "multiple of 32" in res.stderr
+
+
+def test_cli_info_json_profiles_at_requested_size():
+    res = _cli("info", "ultralightunet-s", "--img-size", "128", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["profile"]["input_size"] == [128, 128]
+    assert info["profile"]["params"] == 93050
+    # FLOPs scale with the pixel count: a quarter of the 256x256 figure.
+    assert abs(info["profile"]["flops"] * 4 / 124.5e6 - 1) < 0.01
