@@ -1,4 +1,30 @@
 """Device-side inference: one Runtime interface over torch, onnxruntime, OpenVINO and LiteRT.
 
-This package imports and runs without torch (a point-of-care device has numpy, a runtime and OpenCV).
+This package imports and runs without torch (a point-of-care device has numpy, a runtime and OpenCV); the
+torch reference backend imports torch only when it loads.
+
+Examples:
+    >>> import runtimes
+    >>> with runtimes.load("exports/ultralightunet-s_fp32.tflite", threads=2) as rt:
+    ...     logits = rt.infer(batch)            # float32 NCHW in, NCHW logits out
 """
+
+from runtimes.base import DeviceNotAvailableError, Runtime, RuntimeUnavailableError
+from runtimes.manifest import Manifest, Postprocessing, Preprocessing, TensorSpec, find_manifest, manifest_path
+from runtimes.registry import get_runtime, list_runtimes, load, runtime_info
+
+__all__ = [
+    "DeviceNotAvailableError",
+    "Manifest",
+    "Postprocessing",
+    "Preprocessing",
+    "Runtime",
+    "RuntimeUnavailableError",
+    "TensorSpec",
+    "find_manifest",
+    "get_runtime",
+    "list_runtimes",
+    "load",
+    "manifest_path",
+    "runtime_info",
+]

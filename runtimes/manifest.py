@@ -1,0 +1,181 @@
+"""The artifact manifest: the JSON sidecar every converted model carries, read by every runtime.
+
+A manifest sits beside its artifact as ``<artifact file name>.json`` (``model.onnx`` -> ``model.onnx.json``,
+``model.xml`` -> ``model.xml.json``). Runtimes read it and never guess: layout, normalisation, output
+activation and threshold all come from here. Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_FORMAT = "edgeseg-artifact/1"
+LAYOUTS = ("nchw", "nhwc", "ncdhw", "ndhwc")
+
+
+@dataclass
+class TensorSpec:
+    """One input or output tensor as the artifact sees it.
+
+    Attributes:
+        name: tensor name inside the artifact.
+        shape: full shape in the artifact's own layout; -1 for a dynamic dimension.
+        layout: "nchw" / "nhwc" (2D) or "ncdhw" / "ndhwc" (3D), the artifact's own layout.
+        dtype: "float32", "float16", "int8" or "uint8" at the artifact boundary.
+        scale: quantization scale when dtype is integer (real = scale * (q - zero_point)).
+        zero_point: quantization zero point when dtype is integer.
+    """
+
+    name: str
+    shape: list[int]
+    layout: str = "nchw"
+    dtype: str = "float32"
+    scale: float | None = None
+    zero_point: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+
+    @property
+    def channels_last(self) -> bool:
+        return self.layout in ("nhwc", "ndhwc")
+
+    def nchw_shape(self) -> list[int]:
+        """The shape in channels-first order (what ``Runtime.infer`` takes and returns)."""
+        if not self.channels_last:
+            return list(self.shape)
+        return [self.shape[0], self.shape[-1], *self.shape[1:-1]]
+
+
+@dataclass
+class Preprocessing:
+    """How a frame becomes the model input (applied by ``runtimes.processing``).
+
+    Attributes:
+        size: spatial input size (H, W) or (D, H, W).
+        resize: "stretch" or "letterbox" (keep aspect ratio, pad).
+        mean: per-channel mean on 0-1 scaled RGB.
+        std: per-channel std.
+        color: "rgb" or "gray".
+    """
+
+    size: list[int]
+    resize: str = "stretch"
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    color: str = "rgb"
+
+
+@dataclass
+class Postprocessing:
+    """How logits become a mask.
+
+    Attributes:
+        activation: "sigmoid" (binary, one channel) or "softmax" (multi-class).
+        threshold: probability threshold for binary masks.
+        num_classes: output channels.
+    """
+
+    activation: str = "sigmoid"
+    threshold: float = 0.5
+    num_classes: int = 1
+
+
+@dataclass
+class Manifest:
+    """Everything a runtime, a benchmark or a reader needs to know about one artifact.
+
+    Attributes:
+        artifact: file name of the artifact (relative to the manifest's folder).
+        target: "onnx", "openvino", "tflite" or "torch".
+        precision: "fp32", "fp16" or "int8".
+        model: registry name of the model.
+        inputs: input tensor specs (one for segmentation models).
+        outputs: output tensor specs.
+        preprocessing: see :class:`Preprocessing`.
+        postprocessing: see :class:`Postprocessing`.
+        model_cfg: the model's ModelCfg as a dict.
+        weights: provenance of the weights (path, sha256, "random" when untrained).
+        quantization: scheme and its settings (e.g. {"scheme": "static-qdq", "calibration": {...}}).
+        parity: figures of the verification against the FP32 torch reference.
+        versions: converter and library versions.
+        files: sha256 of every file that makes up the artifact, by file name.
+        created: ISO-8601 time of conversion.
+        extra: anything target-specific.
+    """
+
+    artifact: str
+    target: str
+    precision: str
+    model: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    preprocessing: Preprocessing
+    postprocessing: Postprocessing = field(default_factory=Postprocessing)
+    model_cfg: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    format: str = MANIFEST_FORMAT
+
+    @property
+    def input(self) -> TensorSpec:
+        return self.inputs[0]
+
+    @property
+    def output(self) -> TensorSpec:
+        return self.outputs[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        if d.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"not an edgeseg manifest (format {d.get('format')!r}, expected {MANIFEST_FORMAT!r})")
+        d = dict(d)
+        d["inputs"] = [TensorSpec(**t) for t in d["inputs"]]
+        d["outputs"] = [TensorSpec(**t) for t in d["outputs"]]
+        d["preprocessing"] = Preprocessing(**d["preprocessing"])
+        d["postprocessing"] = Postprocessing(**d.get("postprocessing", {}))
+        return cls(**d)
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically to ``path``."""
+        from edgeseg._io import atomic_write_json
+
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Manifest:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"manifest not found: {path}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: manifest is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: manifest is incomplete or malformed ({exc})") from None
+
+
+def manifest_path(artifact: str | Path) -> Path:
+    """Where the manifest of ``artifact`` lives."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".json")
+
+
+def find_manifest(artifact: str | Path) -> Manifest | None:
+    """The manifest beside ``artifact`` or None when there is none."""
+    path = manifest_path(artifact)
+    return Manifest.load(path) if path.is_file() else None
