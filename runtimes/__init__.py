@@ -10,7 +10,14 @@ Examples:
 """
 
 from runtimes.base import DeviceNotAvailableError, Runtime, RuntimeUnavailableError
-from runtimes.manifest import Manifest, Postprocessing, Preprocessing, TensorSpec, find_manifest, manifest_path
+from runtimes.manifest import (
+    Manifest,
+    Postprocessing,
+    Preprocessing,
+    TensorSpec,
+    find_manifest,
+    manifest_path,
+)
 from runtimes.registry import get_runtime, list_runtimes, load, runtime_info
 
 __all__ = [

@@ -27,12 +27,38 @@ class DeviceNotAvailableError(ValueError):
     """The backend cannot use the requested device (the message lists the ones it can)."""
 
 
+_NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8}
+
+
 def _to_channels_last(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(x, 1, -1))
 
 
 def _to_channels_first(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(x, -1, 1))
+
+
+def to_artifact_dtype(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Cast (float16) or quantize (int8/uint8, with the spec's scale and zero point) a float32 tensor."""
+    dtype = _NP_DTYPES.get(spec.dtype)
+    if dtype is None:
+        raise ValueError(f"unsupported artifact dtype {spec.dtype!r} (supported: {', '.join(_NP_DTYPES)})")
+    if dtype in (np.float32, np.float16):
+        return x.astype(dtype, copy=False)
+    if spec.scale is None or spec.zero_point is None:
+        raise ValueError(f"input {spec.name!r} is {spec.dtype} but the manifest has no scale/zero_point")
+    info = np.iinfo(dtype)
+    q = np.round(x / np.float32(spec.scale)) + spec.zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def from_artifact_dtype(y: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Float32 view of an artifact output (dequantized when integer)."""
+    if np.issubdtype(y.dtype, np.integer):
+        if spec.scale is None or spec.zero_point is None:
+            raise ValueError(f"output {spec.name!r} is {y.dtype} but the manifest has no scale/zero_point")
+        return ((y.astype(np.float32) - spec.zero_point) * np.float32(spec.scale)).astype(np.float32)
+    return np.asarray(y, dtype=np.float32)
 
 
 class Runtime(ABC):
@@ -117,9 +143,13 @@ class Runtime(ABC):
         self._load_impl()
         self.load_time_s = time.perf_counter() - t0
         self.loaded = True
+        if self.manifest is None:
+            # No sidecar: describe the artifact from what the loaded model itself declares.
+            self.manifest = self._describe()
         return self
 
     def close(self) -> None:
+        """Release the session/interpreter (idempotent; ``infer`` loads again when called)."""
         if self.loaded:
             self._close_impl()
             self.loaded = False
@@ -136,6 +166,28 @@ class Runtime(ABC):
         if self.manifest is None:
             raise ValueError(f"{self.artifact}: no manifest, the input cannot be validated")
         return self.manifest.input
+
+    @property
+    def output_spec(self) -> TensorSpec:
+        if self.manifest is None:
+            raise ValueError(f"{self.artifact}: no manifest, the output cannot be interpreted")
+        return self.manifest.output
+
+    def info(self) -> dict[str, Any]:
+        """What this runner is and runs on (for reports): backend, version, device, threads, details."""
+        d: dict[str, Any] = {
+            "runtime": self.name,
+            "version": self.version(),
+            "device": self.device,
+            "threads": self.threads,
+            "artifact": str(self.artifact),
+        }
+        if self.manifest is not None:
+            d.update(target=self.manifest.target, precision=self.manifest.precision,
+                     layout=self.manifest.input.layout, input_dtype=self.manifest.input.dtype)
+        if self.loaded:
+            d.update(self._info_impl())
+        return d
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Run one batch.
@@ -154,15 +206,17 @@ class Runtime(ABC):
         x = self._validate(x)
         spec = self.input_spec
         native = _to_channels_last(x) if spec.channels_last else x
-        out = self._infer_impl(native)
-        out = np.asarray(out, dtype=np.float32)
-        if self.manifest is not None and self.manifest.output.channels_last:
+        out = self._infer_impl(to_artifact_dtype(native, spec))
+        out = from_artifact_dtype(np.asarray(out), self.output_spec)
+        if self.output_spec.channels_last:
             out = _to_channels_first(out)
         return out
 
+    __call__ = infer
+
     def _validate(self, x: np.ndarray) -> np.ndarray:
         if not isinstance(x, np.ndarray):
-            raise ValueError(f"infer takes a numpy array, got {type(x).__name__}")
+            raise ValueError(f"infer takes a float32 numpy array, got {type(x).__name__}")
         if x.dtype != np.float32:
             raise ValueError(
                 f"infer takes float32 input, got {x.dtype}; pre-process with runtimes.processing.preprocess "
@@ -175,7 +229,14 @@ class Runtime(ABC):
                              f"got shape {list(x.shape)}")
         for got, want in zip(x.shape, expected):
             if want not in (-1, None) and got != want:
-                raise ValueError(f"expected input shape {expected} ({layout}, -1 = any), got {list(x.shape)}")
+                hint = ""
+                channels = expected[1]
+                if channels not in (-1, None) and x.shape[1] != channels and x.shape[-1] == channels:
+                    perm = (0, x.ndim - 1, *range(1, x.ndim - 1))
+                    hint = f"; this looks channels-last: infer takes {layout}, use np.transpose(x, {perm})"
+                raise ValueError(
+                    f"expected input shape {expected} ({layout}, -1 = any), got {list(x.shape)}{hint}"
+                )
         return x
 
     # ---- backend hooks ----
@@ -185,10 +246,20 @@ class Runtime(ABC):
 
     @abstractmethod
     def _infer_impl(self, x: np.ndarray) -> np.ndarray:
-        """Run float32 ``x`` in the artifact's own layout; return float32 logits in the artifact's layout."""
+        """Run ``x`` (the artifact's own layout and dtype); return the raw output (artifact layout and dtype)."""
 
     def _close_impl(self) -> None:
         """Release resources (default: nothing)."""
+
+    def _describe(self) -> Manifest:
+        """A manifest synthesized from the loaded model when the artifact has none (backends override)."""
+        raise ValueError(
+            f"{self.artifact}: no manifest beside it ({self.artifact}.json); re-export it with `edgeseg convert`"
+        )
+
+    def _info_impl(self) -> dict[str, Any]:
+        """Backend details for :meth:`info` (providers, delegates, precision hints...)."""
+        return {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(artifact={str(self.artifact)!r}, device={self.device!r})"

@@ -179,3 +179,36 @@ def find_manifest(artifact: str | Path) -> Manifest | None:
     """The manifest beside ``artifact`` or None when there is none."""
     path = manifest_path(artifact)
     return Manifest.load(path) if path.is_file() else None
+
+
+def manifest_from_io(
+    artifact: str | Path,
+    target: str,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    default_size: tuple[int, ...] = (256, 256),
+) -> Manifest:
+    """A minimal manifest for an artifact that has no sidecar, built from what the model declares.
+
+    Normalisation defaults to ImageNet mean/std, resize to stretch; the output activation follows the
+    channel count (1: sigmoid, more: softmax). ``extra["synthesized"]`` marks it as a guess.
+    """
+    spec = inputs[0]
+    nchw = spec.nchw_shape()
+    channels = nchw[1] if nchw[1] > 0 else 3
+    spatial = [d if d > 0 else s for d, s in zip(nchw[2:], default_size[-len(nchw[2:]):])]
+    out_nchw = outputs[0].nchw_shape()
+    classes = out_nchw[1] if out_nchw[1] > 0 else 1
+    mean = [0.485, 0.456, 0.406] if channels == 3 else [0.5] * channels
+    std = [0.229, 0.224, 0.225] if channels == 3 else [0.5] * channels
+    return Manifest(
+        artifact=Path(str(artifact)).name,
+        target=target,
+        precision={"int8": "int8", "uint8": "int8", "float16": "fp16"}.get(spec.dtype, "unknown"),
+        model="unknown",
+        inputs=inputs,
+        outputs=outputs,
+        preprocessing=Preprocessing(size=spatial, mean=mean, std=std, color="rgb" if channels == 3 else "gray"),
+        postprocessing=Postprocessing(activation="sigmoid" if classes == 1 else "softmax", num_classes=classes),
+        extra={"synthesized": True},
+    )

@@ -105,10 +105,19 @@ def load(
         ...     logits = rt.infer(batch)
     """
     path = Path(str(artifact))
-    if runtime != "torch" and not path.exists():
+    if runtime is not None:
+        get_runtime(runtime)  # unknown names fail first, with the valid ones
+    if not path.exists():
+        if runtime == "torch":  # a registered model name; TorchRuntime checks it
+            rt = get_runtime("torch")(str(artifact), device=device, threads=threads, **options)
+            return rt.load()
         raise FileNotFoundError(f"artifact not found: {path}")
-    manifest = find_manifest(path) if path.exists() and path.is_file() else None
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; pass the artifact file inside it (.onnx, .xml, .tflite, .pt)")
+    manifest = find_manifest(path)
     target = target_of(path, manifest)
+    if target not in TARGET_RUNTIME:
+        raise ValueError(f"{path}: unknown target {target!r} in its manifest (known: {', '.join(TARGET_RUNTIME)})")
     name = runtime or TARGET_RUNTIME[target]
     cls = get_runtime(name)
     if target not in RUNS[name]:

@@ -1,0 +1,173 @@
+"""onnxruntime backend: runs ``.onnx`` artifacts with the execution providers the installed build has.
+
+Devices map to execution providers: ``cpu`` (CPUExecutionProvider), ``cuda``, ``tensorrt``, ``rocm``,
+``migraphx``, ``openvino`` (the OpenVINO EP), ``coreml``, ``dml`` (DirectML), ``qnn``, ``xnnpack``, plus the
+aliases ``gpu`` (the first GPU provider present), ``npu`` (QNN) and ``auto`` (every provider present, best
+first). The CPU provider is always appended as the fallback for nodes the chosen provider cannot run.
+Torch-free; onnxruntime is imported only when needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from runtimes.base import DeviceNotAvailableError, Runtime
+from runtimes.manifest import Manifest, TensorSpec, manifest_from_io
+
+# device name -> execution provider
+PROVIDERS: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+}
+# alias -> candidate devices, best first
+ALIASES: dict[str, tuple[str, ...]] = {
+    "gpu": ("cuda", "rocm", "migraphx", "dml", "coreml"),
+    "npu": ("qnn",),
+    "auto": ("tensorrt", "cuda", "rocm", "migraphx", "openvino", "coreml", "dml", "qnn", "cpu"),
+}
+_OPT_LEVELS = ("disable", "basic", "extended", "all")
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8",
+               "tensor(uint8)": "uint8"}
+
+
+def available_providers() -> list[str]:
+    """Execution providers of the installed onnxruntime build ([] when onnxruntime is missing)."""
+    from edgeseg._deps import is_available
+
+    if not is_available("onnxruntime"):
+        return []
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def providers_for(device: str, available: list[str] | None = None) -> list[str]:
+    """The provider list a session gets for ``device`` (CPU appended as fallback).
+
+    Raises:
+        DeviceNotAvailableError: the device is unknown or its provider is not in this build.
+    """
+    have = available_providers() if available is None else available
+    dev = device.lower()
+    if dev in ALIASES:
+        chosen = [PROVIDERS[d] for d in ALIASES[dev] if PROVIDERS[d] in have]
+        if dev != "auto":
+            chosen = chosen[:1]
+    elif dev in PROVIDERS:
+        chosen = [PROVIDERS[dev]] if PROVIDERS[dev] in have else []
+    else:
+        chosen = []
+    if not chosen:
+        raise DeviceNotAvailableError(
+            f"runtime 'onnxruntime' has no device {device!r} on this machine; available: "
+            f"{', '.join(OnnxRuntime.devices())} (providers: {', '.join(have) or 'none'})"
+        )
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def _spec(arg: Any, layout: str | None = None) -> TensorSpec:
+    shape = [d if isinstance(d, int) and d > 0 else -1 for d in arg.shape]
+    dtype = _ORT_DTYPES.get(arg.type)
+    if dtype is None:
+        raise ValueError(f"tensor {arg.name!r} has type {arg.type}; edgeseg runtimes take float32/16, int8, uint8")
+    return TensorSpec(name=arg.name, shape=shape, layout=layout or ("ncdhw" if len(shape) == 5 else "nchw"),
+                      dtype=dtype)
+
+
+class OnnxRuntime(Runtime):
+    """An ``.onnx`` artifact in an onnxruntime InferenceSession.
+
+    Options:
+        providers: explicit execution-provider list (overrides the device mapping).
+        provider_options: list of per-provider option dicts, same order as the providers.
+        optimization: graph optimisation level, one of "disable", "basic", "extended", "all" (default "all").
+
+    Examples:
+        >>> with OnnxRuntime("model.onnx", device="cpu", threads=2) as rt:
+        ...     logits = rt.infer(batch)
+    """
+
+    name = "onnxruntime"
+    extra = "onnx"
+    module = "onnxruntime"
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        have = available_providers()
+        devs = [d for d, p in PROVIDERS.items() if p in have]
+        devs += [a for a in ALIASES if a != "auto" and any(PROVIDERS[d] in have for d in ALIASES[a])]
+        return [*devs, "auto"] if devs else []
+
+    def _load_impl(self) -> None:
+        import onnxruntime as ort
+
+        level = str(self.options.get("optimization", "all")).lower()
+        if level not in _OPT_LEVELS:
+            raise ValueError(f"optimization must be one of {_OPT_LEVELS}, got {level!r}")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[level]
+        if self.threads is not None:
+            if self.threads < 1:
+                raise ValueError(f"threads must be >= 1, got {self.threads}")
+            so.intra_op_num_threads = int(self.threads)
+            so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3  # errors only: EP fallback warnings are checked below instead
+        providers = list(self.options.get("providers") or providers_for(self._device))
+        kwargs: dict[str, Any] = {"providers": providers}
+        if self.options.get("provider_options") is not None:
+            kwargs["provider_options"] = self.options["provider_options"]
+        try:
+            self._session = ort.InferenceSession(str(self.artifact), sess_options=so, **kwargs)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{self.artifact}: onnxruntime cannot load this model ({first[:300]})") from None
+        active = self._session.get_providers()
+        wanted = providers[0]
+        if wanted not in active:
+            raise DeviceNotAvailableError(
+                f"onnxruntime could not start {wanted} for device {self._device!r} (active: {', '.join(active)}); "
+                "check the provider's libraries or use device='cpu'"
+            )
+        self._input_name = self._session.get_inputs()[0].name
+        self._output_name = self._session.get_outputs()[0].name
+        if self.manifest is not None:
+            names = [i.name for i in self._session.get_inputs()]
+            if self.manifest.input.name not in names:
+                raise ValueError(
+                    f"{self.artifact}: manifest input {self.manifest.input.name!r} is not in the model "
+                    f"(inputs: {', '.join(names)}); the manifest belongs to another artifact"
+                )
+            self._input_name = self.manifest.input.name
+            self._output_name = self.manifest.output.name
+
+    def _infer_impl(self, x: np.ndarray) -> np.ndarray:
+        return self._session.run([self._output_name], {self._input_name: x})[0]
+
+    def _close_impl(self) -> None:
+        self._session = None
+
+    def _describe(self) -> Manifest:
+        ins = [_spec(a) for a in self._session.get_inputs()]
+        outs = [_spec(a) for a in self._session.get_outputs()]
+        return manifest_from_io(self.artifact, "onnx", ins, outs)
+
+    def _info_impl(self) -> dict[str, Any]:
+        return {"providers": self._session.get_providers()}
