@@ -1,0 +1,188 @@
+"""The self-contained HTML report: the row table, the environment, and four matplotlib plots as base64 PNG.
+
+Plots: latency per row (box plot of the timed samples), latency vs Dice with the Pareto front, fidelity per
+row (mask agreement and max abs logit difference), and the per-case Dice distribution. No file beside the
+HTML is needed and nothing is fetched when it is opened. Needs matplotlib (the ``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from benchmarks.report import MD_HEADERS, environment_line, md_cells
+from benchmarks.results import OK, Row, RunResult
+from benchmarks.stats import pareto_front
+from edgeseg._deps import require
+from edgeseg._io import atomic_write_text
+
+STATUS_COLORS = {"ok": "#2b8a3e", "fidelity-failed": "#e8590c", "load-failed": "#c92a2a",
+                 "convert-failed": "#862e9c", "unavailable": "#868e96"}
+
+
+def _plt():
+    mpl = require("matplotlib", "the HTML benchmark report")
+    mpl.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _plt().close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _label(r: Row) -> str:
+    return f"{r.target}/{r.precision} {r.runtime}" + (f" {r.device}" if r.device != "cpu" else "")
+
+
+def _empty(plt, text: str) -> str:
+    fig, ax = plt.subplots(figsize=(8, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    return _png(fig)
+
+
+def plot_latency(run: RunResult) -> str:
+    """Box plot of each measured row's latency samples (p50 written beside it)."""
+    plt = _plt()
+    rows = [r for r in run.rows if r.samples_ms]
+    if not rows:
+        return _empty(plt, "no row was measured")
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.4))
+    pos = list(range(len(rows)))[::-1]
+    bp = ax.boxplot([r.samples_ms for r in rows], positions=pos, orientation="horizontal", widths=0.6,
+                    patch_artist=True, showfliers=True, flierprops={"markersize": 2})
+    for patch, r in zip(bp["boxes"], rows):
+        patch.set_facecolor(STATUS_COLORS.get(r.status, "#adb5bd"))
+        patch.set_alpha(0.6)
+    for p, r in zip(pos, rows):
+        ax.annotate(f" p50 {r.p50:.1f} ms", (max(r.samples_ms), p), va="center", fontsize=8)
+    ax.set_yticks(pos, [_label(r) for r in rows])
+    ax.set_xlabel("latency per inference (ms), batch 1")
+    ax.set_title("Latency per row (box: p25-p75, whiskers 1.5 IQR)")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def plot_pareto(run: RunResult) -> str:
+    """Latency (p50) vs Dice per row, with the Pareto front (faster and at least as accurate)."""
+    plt = _plt()
+    rows = [r for r in run.rows if r.p50 is not None and r.dice is not None]
+    if not rows:
+        return _empty(plt, "no row has both latency and Dice")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in rows:
+        ax.scatter(r.p50, r.dice, s=60, color=STATUS_COLORS.get(r.status, "#adb5bd"),
+                   marker="*" if r.reference else "o", zorder=3)
+        ax.annotate(_label(r), (r.p50, r.dice), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ok = [r for r in rows if r.status == OK]
+    front = [ok[i] for i in pareto_front([(r.p50, r.dice) for r in ok])]
+    if len(front) > 1:
+        ax.plot([r.p50 for r in front], [r.dice for r in front], "--", color="#1971c2", label="Pareto front")
+        ax.legend(loc="lower right")
+    ax.set_xlabel("p50 latency (ms)")
+    ax.set_ylabel("Dice vs labels (mean over cases)")
+    ax.set_title("Latency vs accuracy (star: FP32 torch reference)")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def plot_fidelity(run: RunResult) -> str:
+    """Mask agreement and max abs logit difference of each candidate vs the FP32 reference."""
+    plt = _plt()
+    rows = [r for r in run.rows if r.agreement is not None and not r.reference]
+    if not rows:
+        return _empty(plt, "no candidate row has fidelity figures")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.45 * len(rows) + 1.4), sharey=True)
+    pos = list(range(len(rows)))[::-1]
+    colors = [STATUS_COLORS.get(r.status, "#adb5bd") for r in rows]
+    a1.barh(pos, [r.agreement for r in rows], color=colors, alpha=0.7)
+    lo = min(r.agreement for r in rows)
+    a1.set_xlim(max(0.0, min(0.9, lo - 0.02)), 1.0005)
+    a1.set_yticks(pos, [_label(r) for r in rows])
+    a1.set_xlabel("mask agreement (Dice vs FP32 reference masks)")
+    a1.grid(axis="x", alpha=0.3)
+    diffs = [max(r.max_abs_diff or 0.0, 1e-9) for r in rows]
+    a2.barh(pos, diffs, color=colors, alpha=0.7)
+    a2.set_xscale("log")
+    a2.set_xlabel("max |logit - reference logit| (log)")
+    a2.grid(axis="x", alpha=0.3)
+    fig.suptitle("Fidelity against the FP32 torch reference")
+    return _png(fig)
+
+
+def plot_dice_distribution(run: RunResult) -> str:
+    """Per-case Dice (vs labels) of each row with accuracy figures."""
+    plt = _plt()
+    rows = [r for r in run.rows if r.dice_per_case]
+    if not rows:
+        return _empty(plt, "no row has per-case Dice")
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.4))
+    pos = list(range(len(rows)))[::-1]
+    bp = ax.boxplot([r.dice_per_case for r in rows], positions=pos, orientation="horizontal", widths=0.6,
+                    patch_artist=True, flierprops={"markersize": 2})
+    for patch, r in zip(bp["boxes"], rows):
+        patch.set_facecolor(STATUS_COLORS.get(r.status, "#adb5bd"))
+        patch.set_alpha(0.6)
+    ax.set_yticks(pos, [_label(r) for r in rows])
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel(f"Dice per case ({len(rows[0].dice_per_case)} cases)")
+    ax.set_title("Per-case Dice distribution")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#212529}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #dee2e6;padding:3px 7px;text-align:right}
+th{background:#f1f3f5}td:first-child,td:nth-child(2),td:last-child{text-align:left}
+.s-ok{color:#2b8a3e}.s-fidelity-failed{color:#e8590c}.s-load-failed,.s-convert-failed{color:#c92a2a}
+.s-unavailable{color:#868e96}img{max-width:100%;display:block;margin:12px 0}
+pre{background:#f8f9fa;padding:8px;font-size:12px;overflow-x:auto}
+"""
+
+
+def render_html(run: RunResult) -> str:
+    """The whole report as one HTML string (images inline)."""
+    esc = html.escape
+    cfg = run.config
+    head = "".join(f"<th>{esc(h)}</th>" for h in MD_HEADERS)
+    body = []
+    for r in run.rows:
+        cells = md_cells(r)
+        tds = "".join(f"<td>{esc(c)}</td>" for c in cells)
+        tds = tds.replace(f"<td>{esc(r.status)}</td>", f'<td class="s-{esc(r.status)}">{esc(r.status)}</td>', 1)
+        body.append(f"<tr>{tds}</tr>")
+    plots = [("Latency per row", plot_latency(run)), ("Latency vs Dice", plot_pareto(run)),
+             ("Fidelity per row", plot_fidelity(run)), ("Per-case Dice", plot_dice_distribution(run))]
+    figs = "".join(f'<h2>{esc(t)}</h2><img alt="{esc(t)}" src="data:image/png;base64,{b64}">' for t, b64 in plots)
+    floor = cfg.get("compute_floor_ms")
+    floor_html = (f"<p>Compute floor: {floor:.3f} ms ({cfg.get('macs', 0) / 1e9:.4f} GMAC at the "
+                  f"theoretical FP32 peak).</p>" if floor else "")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>edgeseg bench {esc(run.run_id)}</title>
+<style>{_CSS}</style></head><body>
+<h1>edgeseg bench <code>{esc(run.run_id)}</code></h1>
+<p>Model <b>{esc(str(cfg.get('model')))}</b> (weights: {esc(str(cfg.get('weights') or 'random'))}), data
+<b>{esc(str(cfg.get('data')))}</b> split {esc(str(cfg.get('split')))} ({esc(str(cfg.get('cases')))} cases),
+{esc(str(cfg.get('img_size')))} px, batch 1, {esc(str(cfg.get('threads')))} threads. Created {esc(run.created)}.</p>
+<p>Environment: {esc(environment_line(run.environment))}</p>
+<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
+{floor_html}
+{figs}
+<h2>Environment</h2><pre>{esc(json.dumps(run.environment, indent=2, default=str))}</pre>
+<h2>Configuration</h2><pre>{esc(json.dumps(run.config, indent=2, default=str))}</pre>
+</body></html>
+"""
+
+
+def write_html(run: RunResult, path: str | Path) -> Path:
+    """Write the self-contained HTML report atomically."""
+    return atomic_write_text(path, render_html(run))

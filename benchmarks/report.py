@@ -1,0 +1,119 @@
+"""Report files of a run: JSON (everything), CSV (one line per row), Markdown table, and the HTML report.
+
+All files are written atomically into the output folder: ``bench.json``, ``bench.csv``, ``bench.md``,
+``report.html``. Torch-free (the HTML report needs matplotlib, the ``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from benchmarks.results import Row, RunResult
+from edgeseg._io import atomic_write_json, atomic_write_text
+
+CSV_FIELDS = ("target", "precision", "runtime", "device", "status", "reason", "p50_ms", "p90_ms", "p99_ms",
+              "mean_ms", "std_ms", "fps", "speedup", "first_inference_ms", "load_time_ms", "peak_rss_mb",
+              "size_bytes", "threads", "dice", "iou", "recall", "seg_precision", "dice_drop", "agreement",
+              "agreement_min", "max_abs_diff", "mean_abs_diff", "psnr_db", "convert_time_s", "reused",
+              "artifact")
+
+
+def row_flat(row: Row) -> dict[str, Any]:
+    """The CSV view of a row: latency statistics as ``*_ms`` columns, lists left out."""
+    d = row.to_dict()
+    lat = d.pop("latency_ms") or {}
+    for k in ("p50", "p90", "p99", "mean", "std"):
+        d[f"{k}_ms"] = lat.get(k)
+    return {k: d.get(k) for k in CSV_FIELDS}
+
+
+def to_csv(run: RunResult) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(CSV_FIELDS), lineterminator="\n")
+    w.writeheader()
+    for r in run.rows:
+        w.writerow({k: ("" if v is None else v) for k, v in row_flat(r).items()})
+    return buf.getvalue()
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
+
+
+MD_HEADERS = ("row", "status", "p50 ms", "p90 ms", "p99 ms", "FPS", "vs torch", "size", "Dice", "IoU",
+              "agreement", "max abs diff", "PSNR dB", "reason")
+
+
+def md_cells(r: Row) -> list[str]:
+    lat = r.latency_ms or {}
+    label = f"{r.target}/{r.precision} {r.runtime} {r.device}" + (" (reference)" if r.reference else "")
+    return [label, r.status, _f(lat.get("p50"), ".2f"), _f(lat.get("p90"), ".2f"), _f(lat.get("p99"), ".2f"),
+            _f(r.fps, ".1f"), "-" if r.speedup is None else f"{r.speedup:.2f}x", _size(r.size_bytes),
+            _f(r.dice, ".4f"), _f(r.iou, ".4f"), _f(r.agreement, ".4f"), _f(r.max_abs_diff, ".2e"),
+            _f(r.psnr_db, ".1f"), r.reason.replace("|", "/")]
+
+
+def environment_line(env: dict[str, Any]) -> str:
+    """One line: CPU, usable cores, ISA, OS, load average, threads."""
+    cpu = env.get("cpu", {})
+    isa = ",".join(cpu.get("isa", []))
+    mhz = f" @ {cpu['mhz']:.0f} MHz" if cpu.get("mhz") else ""
+    return (f"{cpu.get('model', '?')}{mhz}, {cpu.get('usable_cores', '?')} usable cores, ISA {isa}; "
+            f"{env.get('os', {}).get('platform', '?')}; threads {env.get('threads')}; "
+            f"load average {env.get('load_average')}")
+
+
+def to_markdown(run: RunResult) -> str:
+    cfg = run.config
+    lines = [
+        f"# edgeseg bench {run.run_id}",
+        "",
+        f"Model `{cfg.get('model')}` (weights: {cfg.get('weights') or 'random'}), data `{cfg.get('data')}` "
+        f"split `{cfg.get('split')}` ({cfg.get('cases')} cases), {cfg.get('img_size')}x{cfg.get('img_size')}, "
+        f"batch 1, {cfg.get('threads')} threads, {cfg.get('warmup')} warm-up + "
+        f"{cfg.get('iters') or 'min-time ' + str(cfg.get('min_time')) + ' s'} timed inferences per row.",
+        "",
+        f"Environment: {environment_line(run.environment)}.",
+        "",
+        "| " + " | ".join(MD_HEADERS) + " |",
+        "|" + "|".join("---" for _ in MD_HEADERS) + "|",
+    ]
+    lines += ["| " + " | ".join(md_cells(r)) + " |" for r in run.rows]
+    floor = cfg.get("compute_floor_ms")
+    if floor:
+        lines += ["", f"Compute floor: {floor:.3f} ms ({cfg.get('macs', 0) / 1e9:.4f} GMAC at "
+                      f"{run.environment.get('peak_gflops_fp32', 0):.0f} GFLOP/s FP32 theoretical peak of "
+                      f"{run.environment.get('peak_cores')} cores)."]
+    lines += ["", "`vs torch` is the torch eager FP32 p50 divided by the row's p50; agreement is the mean "
+                  "per-case Dice between the row's masks and the FP32 torch reference's; Dice is against "
+                  "the labels.", ""]
+    return "\n".join(lines)
+
+
+def write_reports(run: RunResult, out_dir: str | Path, html: bool = True) -> dict[str, Path]:
+    """Write every report file of ``run`` into ``out_dir``; returns {kind: path}.
+
+    The HTML report is skipped (and its absence explained by a MissingDependencyError) only when
+    matplotlib is missing and ``html`` is True: it is raised, so that the caller decides.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": atomic_write_json(out / "bench.json", run.to_dict()),
+        "csv": atomic_write_text(out / "bench.csv", to_csv(run)),
+        "markdown": atomic_write_text(out / "bench.md", to_markdown(run)),
+    }
+    if html:
+        from benchmarks.html_report import write_html
+
+        paths["html"] = write_html(run, out / "report.html")
+    return paths
