@@ -194,6 +194,7 @@ class Runtime(ABC):
 
         Args:
             x: float32 (N, C, H, W) or (N, C, D, H, W), normalised as the manifest's preprocessing says.
+                Any N works with a batch-1 artifact (samples run one at a time).
 
         Returns:
             float32 logits, channels-first, (N, num_classes, *spatial).
@@ -204,6 +205,12 @@ class Runtime(ABC):
         if not self.loaded:
             self.load()
         x = self._validate(x)
+        if self.input_spec.shape[0] == 1 and x.shape[0] > 1:
+            # A batch-1 artifact (torch.export specialises the batch): run the batch one sample at a time.
+            return np.concatenate([self._infer_one(x[i : i + 1]) for i in range(x.shape[0])])
+        return self._infer_one(x)
+
+    def _infer_one(self, x: np.ndarray) -> np.ndarray:
         spec = self.input_spec
         native = _to_channels_last(x) if spec.channels_last else x
         out = self._infer_impl(to_artifact_dtype(native, spec))
@@ -227,7 +234,9 @@ class Runtime(ABC):
         if x.ndim != len(expected):
             raise ValueError(f"expected a {layout} batch of rank {len(expected)} with shape {expected}, "
                              f"got shape {list(x.shape)}")
-        for got, want in zip(x.shape, expected):
+        for axis, (got, want) in enumerate(zip(x.shape, expected)):
+            if axis == 0 and want == 1:
+                continue  # batches are split for batch-1 artifacts
             if want not in (-1, None) and got != want:
                 hint = ""
                 channels = expected[1]

@@ -1,0 +1,187 @@
+"""LiteRT backend: runs ``.tflite`` artifacts with the ai_edge_litert interpreter (or tflite_runtime).
+
+ai_edge_litert is the maintained successor of tflite_runtime; where a device only has tflite_runtime (it
+needs numpy < 2, so it cannot share an environment with ai_edge_litert), that interpreter is used instead:
+the two have the same ``Interpreter`` API. Both apply XNNPACK to float and int8 CPU kernels by default;
+``xnnpack=False`` uses the builtin kernels alone (a reference for checking XNNPACK results).
+
+Devices: "cpu" always; "gpu" where a GPU delegate library loads (``libtensorflowlite_gpu_delegate.so``
+and friends); "npu" where an Edge TPU delegate (``libedgetpu``) loads. ``delegate=PATH`` loads any other
+external delegate. NHWC artifacts (``litert_torch.to_channel_last_io``) take and give NCHW through
+:meth:`Runtime.infer` like every other backend; integer I/O is (de)quantized with the tensor's own scale.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from runtimes.base import DeviceNotAvailableError, Runtime
+from runtimes.manifest import Manifest, TensorSpec, manifest_from_io
+
+# where the Interpreter class lives, preferred first: (module, distribution)
+INTERPRETERS = (("ai_edge_litert.interpreter", "ai-edge-litert"), ("tflite_runtime.interpreter", "tflite-runtime"))
+# device -> shared libraries of the external delegate that provides it
+DELEGATE_LIBS: dict[str, tuple[str, ...]] = {
+    "gpu": ("libtensorflowlite_gpu_delegate.so", "libtensorflowlite_gpu_gl.so", "libLiteRtGpuAccelerator.so"),
+    "npu": ("libedgetpu.so.1", "libedgetpu.1.dylib", "edgetpu.dll"),
+}
+_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.int8): "int8",
+           np.dtype(np.uint8): "uint8"}
+
+
+def _interpreter_module() -> tuple[Any, str] | None:
+    from edgeseg._deps import is_available
+
+    for mod, dist in INTERPRETERS:
+        if is_available(mod.split(".")[0]):
+            try:
+                return importlib.import_module(mod), dist
+            except ImportError:  # e.g. tflite_runtime built against numpy 1 under numpy 2
+                continue
+    return None
+
+
+def _loadable(lib: str) -> bool:
+    try:
+        ctypes.CDLL(lib)
+    except OSError:
+        return False
+    return True
+
+
+def delegates() -> dict[str, str | None]:
+    """Delegates usable here: {"xnnpack": "built-in", "gpu": library or None, "npu": library or None}."""
+    found: dict[str, str | None] = {"xnnpack": "built-in" if _interpreter_module() else None}
+    for dev, libs in DELEGATE_LIBS.items():
+        found[dev] = next((lib for lib in libs if _loadable(lib)), None)
+    return found
+
+
+def _layout_guess(shape: list[int]) -> str:
+    """Channels-last when the last dim looks like channels and the second does not (no manifest only)."""
+    rank = len(shape)
+    small = (1, 2, 3, 4)
+    if rank in (4, 5) and shape[-1] in small and shape[1] not in small:
+        return "ndhwc" if rank == 5 else "nhwc"
+    return "ncdhw" if rank == 5 else "nchw"
+
+
+class LiteRTRuntime(Runtime):
+    """A ``.tflite`` artifact in a LiteRT (TFLite) interpreter.
+
+    Options:
+        xnnpack: use the default XNNPACK delegate (default True).
+        delegate: path of an external delegate library to load (overrides the device's default one).
+        delegate_options: dict passed to ``load_delegate``.
+
+    Examples:
+        >>> with LiteRTRuntime("model.tflite", threads=2) as rt:
+        ...     logits = rt.infer(batch)            # NCHW in and out, even for an NHWC model
+    """
+
+    name = "litert"
+    extra = "tflite"
+    module = "ai_edge_litert"
+
+    @classmethod
+    def is_available(cls) -> bool:
+        from edgeseg._deps import is_available
+
+        return any(is_available(mod.split(".")[0]) for mod, _ in INTERPRETERS)
+
+    @classmethod
+    def distribution(cls) -> str:
+        found = _interpreter_module()
+        return found[1] if found else INTERPRETERS[0][1]
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        if _interpreter_module() is None:
+            return []
+        found = delegates()
+        return ["cpu", *[d for d in DELEGATE_LIBS if found.get(d)]]
+
+    def _load_impl(self) -> None:
+        found = _interpreter_module()
+        if found is None:  # is_available said yes but the import failed
+            raise DeviceNotAvailableError("no working LiteRT interpreter: pip install 'edgeseg[tflite]'")
+        mod, self._dist = found
+        kwargs: dict[str, Any] = {"model_path": str(self.artifact)}
+        if self.threads is not None:
+            if self.threads < 1:
+                raise ValueError(f"threads must be >= 1, got {self.threads}")
+            kwargs["num_threads"] = int(self.threads)
+        if not self.options.get("xnnpack", True):
+            kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self._delegate_lib = None
+        lib = self.options.get("delegate")
+        dev = self._device.lower()
+        if lib is None and dev != "cpu":
+            lib = delegates().get(dev)
+        if lib is not None:
+            try:
+                kwargs["experimental_delegates"] = [mod.load_delegate(str(lib), self.options.get("delegate_options"))]
+            except (ValueError, OSError, RuntimeError) as exc:
+                raise DeviceNotAvailableError(f"LiteRT could not load the delegate {lib} ({exc})") from None
+            self._delegate_lib = str(lib)
+        try:
+            self._interp = mod.Interpreter(**kwargs)
+            self._interp.allocate_tensors()
+        except ValueError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "ValueError"
+            raise ValueError(f"{self.artifact}: LiteRT cannot load this model ({first[:300]})") from None
+        self._in = self._interp.get_input_details()[0]
+        self._out = self._interp.get_output_details()[0]
+        if self.manifest is not None:
+            # Integer I/O: the interpreter's own scale/zero point win over a manifest that lacks them.
+            self.manifest = replace(self.manifest, inputs=[self._with_quant(self.manifest.input, self._in)],
+                                    outputs=[self._with_quant(self.manifest.output, self._out)])
+
+    @staticmethod
+    def _with_quant(spec: TensorSpec, detail: dict[str, Any]) -> TensorSpec:
+        scale, zero = detail.get("quantization", (0.0, 0))
+        if spec.dtype in ("int8", "uint8") and spec.scale is None and scale:
+            return replace(spec, scale=float(scale), zero_point=int(zero))
+        return spec
+
+    def _infer_impl(self, x: np.ndarray) -> np.ndarray:
+        if tuple(x.shape) != tuple(self._in["shape"]):
+            # Dynamic dims (-1 in shape_signature) are resized; static ones were checked by the manifest.
+            self._interp.resize_tensor_input(self._in["index"], list(x.shape), strict=True)
+            self._interp.allocate_tensors()
+            self._in = self._interp.get_input_details()[0]
+            self._out = self._interp.get_output_details()[0]
+        self._interp.set_tensor(self._in["index"], np.ascontiguousarray(x))
+        self._interp.invoke()
+        return self._interp.get_tensor(self._out["index"]).copy()
+
+    def _close_impl(self) -> None:
+        self._interp = None
+
+    def _spec(self, detail: dict[str, Any]) -> TensorSpec:
+        sig = detail.get("shape_signature")
+        shape = [int(d) for d in (sig if sig is not None and len(sig) else detail["shape"])]
+        dtype = _DTYPES.get(np.dtype(detail["dtype"]))
+        if dtype is None:
+            raise ValueError(f"tensor {detail['name']!r} has dtype {detail['dtype']}; edgeseg takes float/int8/uint8")
+        scale, zero = detail.get("quantization", (0.0, 0))
+        quant = dtype in ("int8", "uint8") and bool(scale)
+        return TensorSpec(name=detail["name"], shape=shape, layout=_layout_guess(shape), dtype=dtype,
+                          scale=float(scale) if quant else None, zero_point=int(zero) if quant else None)
+
+    def _describe(self) -> Manifest:
+        ins = [self._spec(d) for d in self._interp.get_input_details()]
+        outs = [self._spec(d) for d in self._interp.get_output_details()]
+        # An output keeps the input's layout family (a channels-last model gives channels-last logits).
+        outs[0] = replace(outs[0], layout=ins[0].layout)
+        return manifest_from_io(self.artifact, "tflite", ins, outs)
+
+    def _info_impl(self) -> dict[str, Any]:
+        return {"interpreter": self._dist, "xnnpack": bool(self.options.get("xnnpack", True)),
+                "delegate": self._delegate_lib}
