@@ -121,6 +121,11 @@ class Runtime(ABC):
         """Devices this backend can use on this machine (e.g. ["cpu"], ["cpu", "gpu"])."""
         return ["cpu"]
 
+    @classmethod
+    def details(cls) -> dict[str, Any]:
+        """Backend-specific discovery for ``edgeseg devices`` (providers, device names, delegates)."""
+        return {}
+
     # ---- lifecycle ----
     @property
     def device(self) -> str:

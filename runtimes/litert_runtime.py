@@ -107,6 +107,11 @@ class LiteRTRuntime(Runtime):
         found = delegates()
         return ["cpu", *[d for d in DELEGATE_LIBS if found.get(d)]]
 
+    @classmethod
+    def details(cls) -> dict[str, Any]:
+        found = _interpreter_module()
+        return {"interpreter": found[1] if found else None, "delegates": delegates()}
+
     def _load_impl(self) -> None:
         found = _interpreter_module()
         if found is None:  # is_available said yes but the import failed

@@ -86,6 +86,10 @@ class OpenVINORuntime(Runtime):
             devs.append("gpu")
         return [*devs, "auto"] if devs else []
 
+    @classmethod
+    def details(cls) -> dict[str, Any]:
+        return {"devices": available_devices(), "hints": list(HINTS)}
+
     def _config(self) -> dict[str, Any]:
         hint = str(self.options.get("hint", "LATENCY")).upper()
         if hint not in HINTS:

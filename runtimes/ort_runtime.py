@@ -110,6 +110,12 @@ class OnnxRuntime(Runtime):
         devs += [a for a in ALIASES if a != "auto" and any(PROVIDERS[d] in have for d in ALIASES[a])]
         return [*devs, "auto"] if devs else []
 
+    @classmethod
+    def details(cls) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {"providers": available_providers(), "build_device": ort.get_device()}
+
     def _load_impl(self) -> None:
         import onnxruntime as ort
 

@@ -57,6 +57,7 @@ def runtime_info() -> list[dict[str, Any]]:
         if ok:
             try:
                 row["devices"] = cls.devices()
+                row["details"] = cls.details()
             except Exception as exc:  # a broken install must not break the listing
                 row["available"] = False
                 row["error"] = f"{type(exc).__name__}: {exc}"

@@ -150,6 +150,13 @@ class TorchRuntime(Runtime):
             devs.append("mps")
         return devs
 
+    @classmethod
+    def details(cls) -> dict[str, Any]:
+        import torch
+
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return {"cuda": torch.version.cuda, "gpus": gpus, "threads": torch.get_num_threads()}
+
     @property
     def torch_device(self) -> str:
         dev = self._device.lower()

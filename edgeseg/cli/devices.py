@@ -1,0 +1,62 @@
+"""List the inference runtimes installed here, the devices each can use, and the CPU.
+
+For every backend (torch, onnxruntime, openvino, litert): its version and the devices, execution providers
+or delegates it can use on this machine, or, when it is missing, the extra that installs it. The CPU line
+(model, cores, ISA flags such as AVX2, AVX-512, VNNI, AMX) says what a latency figure was measured on.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from edgeseg.cli._format import add_format_argument, print_json, table
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_format_argument(p)
+
+
+def _what(row: dict[str, Any]) -> str:
+    """The backend's devices plus its own words for them (providers, device names, delegates)."""
+    if not row["available"]:
+        return row.get("error") or f"not installed: {row.get('install', '')}"
+    d = row.get("details") or {}
+    parts = [", ".join(row.get("devices") or []) or "none"]
+    if row["name"] == "onnxruntime":
+        parts.append("providers: " + ", ".join(d.get("providers", [])))
+    elif row["name"] == "openvino":
+        names = [f"{x['device']} ({x['full_name']})" if x.get("full_name") else x["device"]
+                 for x in d.get("devices", [])]
+        parts.append("devices: " + ", ".join(names))
+    elif row["name"] == "litert":
+        delegates = d.get("delegates", {})
+        present = [f"{k} ({v})" for k, v in delegates.items() if v]
+        absent = [k for k, v in delegates.items() if not v]
+        parts.append(f"interpreter: {d.get('interpreter')}; delegates: {', '.join(present) or 'none'}"
+                     + (f"; not found: {', '.join(absent)}" if absent else ""))
+    elif row["name"] == "torch":
+        parts.append("GPUs: " + (", ".join(d.get("gpus", [])) or "none"))
+    return "; ".join(parts)
+
+
+def main(args: argparse.Namespace) -> int:
+    from runtimes import runtime_info
+    from runtimes.sysinfo import cpu_info, isa_summary
+
+    cpu = cpu_info()
+    rows = runtime_info()
+    if args.format == "json":
+        print_json({"cpu": cpu, "runtimes": rows})
+        return 0
+    cores = f"{cpu['logical_cores']} logical"
+    if cpu.get("physical_cores"):
+        cores += f", {cpu['physical_cores']} physical"
+    if cpu["usable_cores"] != cpu["logical_cores"]:
+        cores += f", {cpu['usable_cores']} usable"
+    print(f"CPU  {cpu['model']} ({cpu['machine']}, {cpu['os']}); {cores} cores; {isa_summary(cpu['isa'])}")
+    print(f"     ISA flags: {' '.join(cpu['isa']) or 'none reported'}")
+    print()
+    body = [(r["name"], r.get("version") or "-", "yes" if r["available"] else "no", _what(r)) for r in rows]
+    print(table(body, ["runtime", "version", "available", "devices"]))
+    return 0
