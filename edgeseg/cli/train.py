@@ -1,0 +1,68 @@
+"""Train a model on an image/mask folder or synthetic data; keeps the best-by-val-Dice checkpoint.
+
+Writes OUT/best.pt (weights + model, pre-processing, metrics, recipe), OUT/last.pt (+ the state --resume
+needs) and OUT/history.json|csv. Multi-process: torchrun --nproc_per_node N -m edgeseg train ...
+
+Examples:
+  edgeseg train --model ultralightunet-s --data data/kvasir-seg --epochs 100 --out runs/uls
+  edgeseg train --model ultralightunet-t --data synthetic --epochs 5 --img-size 96 --out runs/t
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="registry name (see `edgeseg models`)")
+    p.add_argument("--data", default="synthetic",
+                   help="dataset folder (images/ + masks/, <stem>_mask.png, train.txt/val.txt) or synthetic[:N]")
+    p.add_argument("--val", default=None, help="validation folder or synthetic[:N] (default: the data's val "
+                                               "split, else a fixed 10%% hold-out)")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--img-size", type=int, default=None, help="square training size (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up epochs")
+    p.add_argument("--out", default=None, help="run folder (default: runs/MODEL)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--workers", type=int, default=1,
+                   help="threads decoding data; >= 1 also prepares batches in the background (0: inline)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-classes", type=int, default=1, help="1 = binary; K > 1 needs integer label masks")
+    p.add_argument("--palette", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--no-multiscale", action="store_true", help="train at --img-size only")
+    p.add_argument("--no-augment", action="store_true", help="no flips/rotations")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow first step)")
+    p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--init", default=None, help="start from this checkpoint (fine-tuning)")
+    p.add_argument("--max-steps", type=int, default=None, help="cap steps per epoch (quick checks)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    import sys
+
+    from edgeseg.models import get_model_cfg
+    from edgeseg.train.loop import TrainConfig, train
+
+    mcfg = get_model_cfg(args.model)
+    cfg = TrainConfig(
+        model=args.model, data=args.data, val=args.val, epochs=args.epochs,
+        img_size=args.img_size or mcfg.input_size[-1], batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_epochs=args.warmup, out=args.out or f"runs/{args.model}",
+        resume=args.resume, device=args.device, workers=args.workers, threads=args.threads, seed=args.seed,
+        num_classes=args.num_classes, mask_mode="binary" if args.num_classes == 1 else "labels",
+        multiscale=not args.no_multiscale, augment=not args.no_augment, compile=args.compile,
+        channels_last=not args.no_channels_last, init=args.init, max_steps_per_epoch=args.max_steps,
+        progress=not args.no_progress,
+    )
+    res = train(cfg)
+    b = res.best
+    if b.get("val_dice", -1) >= 0:
+        print(f"best val Dice {b['val_dice']:.4f} (IoU {b['val_iou']:.4f}) at epoch {b['epoch']}: {res.best_path}",
+              file=sys.stderr)
+    return 0

@@ -1,0 +1,270 @@
+"""Image/mask folder datasets (torch-free): Kvasir-SEG / CVC-ClinicDB, BUSI / PolypGen naming, split files.
+
+Layouts found by :func:`find_pairs`:
+
+- ``root/images/<id>.<ext>`` + ``root/masks/<id>.<ext>`` (Kvasir-SEG, CVC-ClinicDB; extensions may differ);
+- ``<stem>.<ext>`` + ``<stem>_mask.<ext>`` side by side, in ``root`` or any sub-folder (BUSI, PolypGen);
+  extra masks ``<stem>_mask_1.png`` ... are merged into the first (BUSI has a few);
+- ``root/<split>/`` holding either of the above, or ``root/<split>.txt`` listing the ids of a split
+  (one per line, extensions ignored).
+
+Masks: lossy JPEG masks are binarised at > 127 (``mask_mode="binary"``); ``"labels"`` keeps integer class
+labels (a palette PNG gives its indices); ``palette=[(r, g, b), ...]`` maps each colour to its index.
+Images are returned as RGB uint8 (grayscale inputs are repeated) or gray (``color="gray"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+MASK_MODES = ("binary", "labels")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image and its mask file(s)."""
+
+    id: str
+    image: Path
+    masks: tuple[Path, ...]
+
+
+def _images_in(folder: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."):
+            out.setdefault(p.stem, p)
+    return out
+
+
+def _read_split_ids(path: Path) -> list[str]:
+    ids = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name = Path(line).name
+            ids.append(Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTS else name)
+    return ids
+
+
+def _pairs_images_masks(root: Path) -> list[Pair]:
+    images = _images_in(root / "images")
+    masks = _images_in(root / "masks")
+    pairs = []
+    for sid, img in images.items():
+        m = masks.get(sid) or masks.get(f"{sid}_mask")
+        if m is None:
+            raise FileNotFoundError(f"missing mask for {img}: expected {root / 'masks' / sid}.<jpg|png|...>")
+        pairs.append(Pair(sid, img, (m,)))
+    return pairs
+
+
+def _pairs_suffix(root: Path) -> list[Pair]:
+    pairs = []
+    mask_files = sorted(p for p in root.rglob("*_mask*") if p.suffix.lower() in IMAGE_EXTS)
+    by_stem: dict[Path, list[Path]] = {}
+    for m in mask_files:
+        stem, _, tail = m.stem.rpartition("_mask")
+        if tail and not tail.lstrip("_").isdigit():
+            continue
+        by_stem.setdefault(m.parent / stem, []).append(m)
+    for base, ms in sorted(by_stem.items()):
+        cands = [base.with_name(base.name + e) for e in IMAGE_EXTS] + \
+                [base.with_name(base.name + e.upper()) for e in IMAGE_EXTS]
+        img = next((c for c in cands if c.is_file()), None)
+        if img is None:
+            raise FileNotFoundError(f"mask {ms[0]} has no image beside it (expected {base}.<jpg|png|...>)")
+        ms.sort(key=lambda p: (len(p.stem), p.name))  # <stem>_mask before <stem>_mask_1
+        pairs.append(Pair(str(base.relative_to(root)), img, tuple(ms)))
+    # images without any mask in such a folder are missing masks
+    have = {p.image for p in pairs}
+    for img in sorted(q for q in root.rglob("*") if q.suffix.lower() in IMAGE_EXTS and "_mask" not in q.stem):
+        if img not in have:
+            raise FileNotFoundError(f"missing mask for {img}: expected {img.with_name(img.stem + '_mask.png')}")
+    return pairs
+
+
+def find_pairs(root: str | Path, split: str | None = None) -> list[Pair]:
+    """All (image, mask) pairs under ``root`` in one of the supported layouts, sorted by id.
+
+    Args:
+        root: dataset folder.
+        split: a split name ("train", "val", "test"): ``root/<split>/`` or the ids in ``root/<split>.txt``.
+            None takes every pair.
+
+    Raises:
+        FileNotFoundError: no such folder, a missing mask, or an unknown split (with the available ones).
+        ValueError: the folder holds no image/mask pairs (with the layouts that are understood).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {root}")
+    if split is not None and (root / split).is_dir():
+        return find_pairs(root / split)
+    if (root / "images").is_dir():
+        if not (root / "masks").is_dir():
+            raise FileNotFoundError(f"{root} has images/ but no masks/ folder; masks must be in {root / 'masks'}")
+        pairs = _pairs_images_masks(root)
+    else:
+        pairs = _pairs_suffix(root)
+    if not pairs:
+        raise ValueError(
+            f"no image/mask pairs in {root}: expected images/<id>.jpg + masks/<id>.jpg, "
+            "or <stem>.png + <stem>_mask.png"
+        )
+    if split is not None:
+        split_file = root / f"{split}.txt"
+        if not split_file.is_file():
+            have = sorted({p.stem for p in root.glob("*.txt")} | {d.name for d in root.iterdir() if d.is_dir()
+                                                                   and d.name not in ("images", "masks")})
+            raise FileNotFoundError(
+                f"split {split!r} not found: no {split_file} and no folder {root / split} "
+                f"(available: {', '.join(have) or 'none'}; or pass no split to use every pair)"
+            )
+        by_id = {p.id: p for p in pairs}
+        wanted = _read_split_ids(split_file)
+        missing = [i for i in wanted if i not in by_id]
+        if missing:
+            raise FileNotFoundError(f"{split_file}: {len(missing)} listed id(s) have no image/mask pair, "
+                                    f"e.g. {missing[0]!r}")
+        pairs = [by_id[i] for i in wanted]
+    return sorted(pairs, key=lambda p: p.id)
+
+
+def read_image(path: str | Path, color: str = "rgb") -> np.ndarray:
+    """Decode an image fully into uint8 RGB HxWx3 (``color="rgb"``) or HxW (``color="gray"``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unreadable or truncated file (names the file).
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = im.convert("RGB" if color == "rgb" else "L")
+            return np.asarray(im, dtype=np.uint8).copy()
+    except OSError as exc:
+        raise ValueError(f"{path}: unreadable or truncated image file ({exc})") from None
+    except Exception as exc:  # PIL raises assorted errors for corrupt data
+        raise ValueError(f"{path}: unreadable image file ({type(exc).__name__}: {exc})") from None
+
+
+def read_mask(path: str | Path, mode: str = "binary",
+              palette: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """Decode a mask into uint8 HxW class labels.
+
+    Args:
+        path: mask file.
+        mode: "binary" (any channel > 127 is foreground; robust to JPEG artefacts) or "labels" (integer
+            values, or the indices of a palette PNG).
+        palette: RGB colours, one per class in order; each pixel gets the index of the nearest colour.
+
+    Raises:
+        ValueError: unreadable file or unknown mode.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if mode not in MASK_MODES:
+        raise ValueError(f"unknown mask mode {mode!r}; valid: {', '.join(MASK_MODES)}")
+    if not path.is_file():
+        raise FileNotFoundError(f"mask not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if palette is not None:
+                rgb = np.asarray(im.convert("RGB"), dtype=np.int32)
+                pal = np.asarray(palette, dtype=np.int32).reshape(-1, 3)
+                d = ((rgb[:, :, None, :] - pal[None, None]) ** 2).sum(-1)
+                return d.argmin(-1).astype(np.uint8)
+            if mode == "labels":
+                arr = np.asarray(im if im.mode in ("L", "P", "I", "I;16") else im.convert("L"))
+                return arr.astype(np.uint8)
+            arr = np.asarray(im)
+    except OSError as exc:
+        raise ValueError(f"{path}: unreadable or truncated mask file ({exc})") from None
+    except Exception as exc:
+        raise ValueError(f"{path}: unreadable mask file ({type(exc).__name__}: {exc})") from None
+    if arr.ndim == 3:
+        arr = arr[..., :3].max(axis=-1)
+    return (arr > 127).astype(np.uint8)
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray | None, size: tuple[int, int]
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Stretch an image (bilinear) and its mask (nearest) to ``size`` = (H, W)."""
+    from PIL import Image
+
+    h, w = size
+    if image.shape[:2] != (h, w):
+        image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    if mask is not None and mask.shape[:2] != (h, w):
+        mask = np.asarray(Image.fromarray(mask).resize((w, h), Image.NEAREST))
+    return image, mask
+
+
+class SegmentationFolder:
+    """An image/mask folder as a sequence of ``(image uint8, mask uint8 HxW)`` (torch-free).
+
+    Args:
+        root: dataset folder (see :func:`find_pairs` for layouts).
+        split: split name, or None for every pair.
+        mask_mode: "binary" or "labels".
+        palette: RGB colours of a colour-coded multi-class mask.
+        color: "rgb" or "gray" input.
+        size: (H, W) to resize to on load, or None to keep the file's size.
+
+    Raises:
+        ValueError: when an image and its mask differ in size (names both files).
+
+    Examples:
+        >>> ds = SegmentationFolder("data/kvasir-seg", split="train", size=(256, 256))
+        >>> image, mask = ds[0]
+    """
+
+    def __init__(self, root: str | Path, split: str | None = None, mask_mode: str = "binary",
+                 palette: Sequence[Sequence[int]] | None = None, color: str = "rgb",
+                 size: tuple[int, int] | None = None):
+        if color not in ("rgb", "gray"):
+            raise ValueError(f"color must be 'rgb' or 'gray', got {color!r}")
+        if mask_mode not in MASK_MODES:
+            raise ValueError(f"unknown mask mode {mask_mode!r}; valid: {', '.join(MASK_MODES)}")
+        self.root = Path(root)
+        self.pairs = find_pairs(root, split)
+        self.ids = [p.id for p in self.pairs]
+        self.mask_mode, self.palette, self.color = mask_mode, palette, color
+        self.size = None if size is None else (int(size[0]), int(size[1]))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, i: int, resize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Image and mask of pair ``i``; ``resize=False`` keeps the file's own size."""
+        pair = self.pairs[i]
+        image = read_image(pair.image, self.color)
+        mask = read_mask(pair.masks[0], self.mask_mode, self.palette)
+        for extra in pair.masks[1:]:
+            more = read_mask(extra, self.mask_mode, self.palette)
+            if more.shape == mask.shape:
+                mask = np.maximum(mask, more)
+        if image.shape[:2] != mask.shape:
+            raise ValueError(
+                f"{pair.image}: image is {image.shape[1]}x{image.shape[0]} but its mask {pair.masks[0]} is "
+                f"{mask.shape[1]}x{mask.shape[0]}; they must have the same size"
+            )
+        if resize and self.size is not None:
+            image, mask = resize_pair(image, mask, self.size)
+        return image, mask
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.load(i)

@@ -1,0 +1,103 @@
+"""Transforms: resize, ImageNet normalisation, flips, rotations and multi-scale training.
+
+Numpy functions work on one uint8 image (used by evaluation and prediction). The batch augmentation works on
+torch tensors already in memory, so training never waits on per-sample Python code; torch is imported inside
+those functions only, so importing this module stays torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MULTISCALE = (0.75, 1.0, 1.25)
+
+
+def preprocessing_dict(size: Sequence[int], mean: Sequence[float] = IMAGENET_MEAN,
+                       std: Sequence[float] = IMAGENET_STD, color: str = "rgb",
+                       resize: str = "stretch") -> dict:
+    """The pre-processing record a checkpoint carries (same fields as ``runtimes.manifest.Preprocessing``)."""
+    return {"size": [int(s) for s in size], "resize": resize, "mean": [float(m) for m in mean],
+            "std": [float(s) for s in std], "color": color}
+
+
+def normalize(image: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
+              std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+    """uint8 HxWxC (or HxW) -> float32 CxHxW, scaled to 0-1 then ``(x - mean) / std`` per channel."""
+    x = image.astype(np.float32) / 255.0
+    if x.ndim == 2:
+        x = x[..., None]
+    m = np.asarray(mean, np.float32)[: x.shape[-1]]
+    s = np.asarray(std, np.float32)[: x.shape[-1]]
+    return np.ascontiguousarray(((x - m) / s).transpose(2, 0, 1))
+
+
+def scaled_size(size: int, scale: float, divisible_by: int = 32) -> int:
+    """``size * scale`` rounded to a multiple of ``divisible_by`` (at least one multiple)."""
+    return max(divisible_by, int(round(size * scale / divisible_by)) * divisible_by)
+
+
+@dataclass
+class BatchAugment:
+    """Random flips, 90-degree and small-angle rotations, applied per sample to a batch on its device.
+
+    Attributes:
+        hflip: probability of a horizontal flip.
+        vflip: probability of a vertical flip.
+        rot90: probability of a random multiple-of-90 rotation (square inputs only).
+        max_angle: small rotations drawn uniformly in [-max_angle, max_angle] degrees (0 disables).
+        scales: multi-scale training factors; one is drawn per batch (``(1.0,)`` disables).
+    """
+
+    hflip: float = 0.5
+    vflip: float = 0.5
+    rot90: float = 0.5
+    max_angle: float = 15.0
+    scales: tuple[float, ...] = field(default=MULTISCALE)
+
+    def __call__(self, images, masks, generator):
+        """Augment float images (N, C, H, W) and integer masks (N, H, W) with ``generator`` (a torch RNG)."""
+        import torch
+        import torch.nn.functional as F
+
+        n = images.shape[0]
+
+        def draw(p: float):
+            return torch.rand(n, generator=generator) < p
+
+        flip_h, flip_v = draw(self.hflip), draw(self.vflip)
+        if flip_h.any():
+            images[flip_h] = images[flip_h].flip(-1)
+            masks[flip_h] = masks[flip_h].flip(-1)
+        if flip_v.any():
+            images[flip_v] = images[flip_v].flip(-2)
+            masks[flip_v] = masks[flip_v].flip(-2)
+        if self.rot90 > 0 and images.shape[-1] == images.shape[-2]:
+            rot = draw(self.rot90)
+            if rot.any():
+                k = int(torch.randint(1, 4, (1,), generator=generator))
+                images[rot] = torch.rot90(images[rot], k, dims=(-2, -1))
+                masks[rot] = torch.rot90(masks[rot], k, dims=(-2, -1))
+        if self.max_angle > 0:
+            ang = (torch.rand(n, generator=generator) * 2 - 1) * np.deg2rad(self.max_angle)
+            cos, sin = torch.cos(ang), torch.sin(ang)
+            theta = torch.zeros(n, 2, 3)
+            theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+            theta = theta.to(images.device, images.dtype)
+            grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+            images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+            m = F.grid_sample(masks[:, None].to(images.dtype), grid, mode="nearest", padding_mode="reflection",
+                              align_corners=False)
+            masks = m[:, 0].round().to(masks.dtype)
+        if len(self.scales) > 1:
+            s = self.scales[int(torch.randint(len(self.scales), (1,), generator=generator))]
+            h = scaled_size(images.shape[-2], s)
+            w = scaled_size(images.shape[-1], s)
+            if (h, w) != tuple(images.shape[-2:]):
+                images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False)
+                masks = F.interpolate(masks[:, None].float(), size=(h, w), mode="nearest")[:, 0].to(masks.dtype)
+        return images, masks

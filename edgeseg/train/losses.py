@@ -1,0 +1,118 @@
+"""Training losses of the seed papers.
+
+- binary: BCE + IoU weighted 1:1 (UltraLightUNet's polyp recipe);
+- multi-class 2D: cross-entropy 0.3 + Dice 0.7;
+- 3D: Dice + cross-entropy (MONAI's DiceCE convention, equal weights);
+- plus an attention regulariser when the model exposes one (PAM-UNet), added by :func:`compute_loss`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LOSSES = ("bce-iou", "ce-dice", "dice-ce")
+
+
+def bce_iou_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of BCE + soft IoU loss for binary logits (N, 1, ...) and a {0, 1} target."""
+    target = target.float().reshape(logits.shape)
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    inter = (prob * t).sum(1)
+    union = prob.sum(1) + t.sum(1) - inter
+    iou = 1.0 - (inter + 1.0) / (union + 1.0)  # +1 smoothing: an empty target with an empty prediction is 0
+    return bce + iou.mean()
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, include_background: bool = False) -> torch.Tensor:
+    """1 - mean soft Dice over classes for multi-class logits (N, K, ...) and integer labels (N, ...)."""
+    k = logits.shape[1]
+    prob = torch.softmax(logits, dim=1)
+    onehot = F.one_hot(target.long(), k).movedim(-1, 1).to(prob.dtype)
+    start = 0 if include_background or k == 1 else 1
+    dims = (0, *range(2, logits.dim()))
+    inter = (prob * onehot).sum(dims)[start:]
+    denom = (prob + onehot).sum(dims)[start:]
+    return 1.0 - ((2 * inter + 1.0) / (denom + 1.0)).mean()
+
+
+def ce_dice_loss(logits: torch.Tensor, target: torch.Tensor, w_ce: float = 0.3, w_dice: float = 0.7) -> torch.Tensor:
+    """``w_ce`` cross-entropy + ``w_dice`` soft Dice (foreground classes), the multi-class 2D recipe."""
+    return w_ce * F.cross_entropy(logits, target.long()) + w_dice * soft_dice_loss(logits, target)
+
+
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Dice (all classes) + cross-entropy with equal weights, the 3D recipe; binary logits use BCE."""
+    if logits.shape[1] == 1:
+        t = target.float().reshape(logits.shape)
+        prob = torch.sigmoid(logits)
+        inter = (prob * t).sum()
+        dice = 1.0 - (2 * inter + 1.0) / (prob.sum() + t.sum() + 1.0)
+        return dice + F.binary_cross_entropy_with_logits(logits, t)
+    return soft_dice_loss(logits, target, include_background=True) + F.cross_entropy(logits, target.long())
+
+
+def default_loss(num_classes: int, spatial_dims: int) -> str:
+    """The recipe's loss for a task: "bce-iou" (binary 2D), "ce-dice" (multi-class 2D), "dice-ce" (3D)."""
+    if spatial_dims == 3:
+        return "dice-ce"
+    return "bce-iou" if num_classes == 1 else "ce-dice"
+
+
+def get_loss(name: str):
+    """The loss function called ``name`` (one of :data:`LOSSES`)."""
+    table = {"bce-iou": bce_iou_loss, "ce-dice": ce_dice_loss, "dice-ce": dice_ce_loss}
+    if name not in table:
+        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+    return table[name]
+
+
+def attention_regularizer(model: torch.nn.Module):
+    """The model's attention regulariser as ``fn(attention_maps) -> scalar``, or None when it has none.
+
+    A model opts in by exposing ``forward_with_attention(x) -> (logits, maps)`` and either a method
+    ``attention_regularizer(maps)`` / ``attention_loss(maps)`` or a module-level function of that name in
+    its family module.
+    """
+    core = getattr(model, "module", model)  # DDP wrapper
+    if not hasattr(core, "forward_with_attention"):
+        return None
+    for attr in ("attention_regularizer", "attention_regulariser", "attention_loss"):
+        fn = getattr(core, attr, None)
+        if callable(fn):
+            return fn
+    import sys
+
+    mod = sys.modules.get(type(core).__module__)
+    for attr in ("attention_regularizer", "attention_regulariser", "attention_loss"):
+        fn = getattr(mod, attr, None)
+        if callable(fn):
+            return fn
+    return None
+
+
+def compute_loss(model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor, loss_fn,
+                 reg_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, logits) of one batch, adding the model's attention regulariser when it exposes one."""
+    reg = attention_regularizer(model)
+    if reg is None:
+        logits = model(images)
+        return loss_fn(logits, target), logits
+    core = getattr(model, "module", model)
+    if core is model:
+        logits, maps = model.forward_with_attention(images)
+    else:  # DDP: run through the wrapper so gradients are synchronised
+        logits, maps = _ddp_forward_with_attention(model, images)
+    return loss_fn(logits, target) + reg_weight * reg(maps), logits
+
+
+def _ddp_forward_with_attention(ddp_model, images):
+    core = ddp_model.module
+    original = core.forward
+    core.forward = core.forward_with_attention
+    try:
+        return ddp_model(images)
+    finally:
+        core.forward = original
