@@ -1,0 +1,58 @@
+"""The endoscopy camera demo: live polyp segmentation on a camera, a video file or the synthetic sequence.
+
+Built only on the public ``runtimes`` API and OpenCV, so it runs on a device without torch (a model name
+goes through the torch runtime, which needs torch; a converted artifact does not).
+
+Examples:
+    >>> from apps.endoscopy import DemoConfig, run_demo
+    >>> summary = run_demo(DemoConfig(artifact="exports/ultralightunet-s_fp32.xml", source="synthetic",
+    ...                               headless=True, record="demo.avi", log="demo.jsonl", max_frames=100))
+    >>> print(summary.text())
+
+    $ edgeseg demo --artifact exports/ultralightunet-s_fp32.xml --headless --record demo.mp4
+    $ python -m apps.endoscopy --model ultralightunet-s --source 0
+"""
+
+from __future__ import annotations
+
+from apps.endoscopy.capture import (
+    CameraSource,
+    Frame,
+    LatestFrameGrabber,
+    Source,
+    SourceError,
+    SourceLost,
+    SyntheticSource,
+    VideoFileSource,
+    open_source,
+)
+from apps.endoscopy.inference import Segmenter, open_segmenter
+from apps.endoscopy.outputs import Summary
+from apps.endoscopy.overlay import HudInfo, MaskInfo, Region, analyse_mask, find_regions, render
+from apps.endoscopy.pipeline import EXIT_CODES, DemoConfig, run_demo
+from apps.endoscopy.serve import MjpegServer
+
+__all__ = [
+    "EXIT_CODES",
+    "CameraSource",
+    "DemoConfig",
+    "Frame",
+    "HudInfo",
+    "LatestFrameGrabber",
+    "MaskInfo",
+    "MjpegServer",
+    "Region",
+    "Segmenter",
+    "Source",
+    "SourceError",
+    "SourceLost",
+    "Summary",
+    "SyntheticSource",
+    "VideoFileSource",
+    "analyse_mask",
+    "find_regions",
+    "open_segmenter",
+    "open_source",
+    "render",
+    "run_demo",
+]

@@ -1,0 +1,205 @@
+"""The segmenter: one loaded :class:`runtimes.Runtime` plus the frame -> mask steps around it.
+
+Opening checks that the artifact fits the demo (a 2D image model whose manifest agrees with the model
+file) with one warm-up inference, so a mismatch fails at start with a clear message instead of mid-stream.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import runtimes
+from runtimes import Runtime
+
+
+@dataclass
+class Segmentation:
+    """One frame's result: the binary mask at frame size and what each step cost (ms)."""
+
+    mask: np.ndarray
+    pre_ms: float
+    infer_ms: float
+    post_ms: float
+
+
+def _cv2():
+    from edgeseg._deps import require
+
+    return require("cv2", "the endoscopy demo")
+
+
+class Segmenter:
+    """Frame (BGR uint8, any size) -> binary polyp mask at frame size, through a loaded runtime.
+
+    Args:
+        runtime: a loaded runtime whose manifest describes a 2D segmentation model.
+        threshold: probability threshold (None: the manifest's).
+    """
+
+    def __init__(self, runtime: Runtime, threshold: float | None = None):
+        self.runtime = runtime
+        m = runtime.manifest
+        if m is None:
+            raise ValueError(f"{runtime.artifact}: no manifest; re-export it with `edgeseg convert`")
+        self.manifest = m
+        self.pre = m.preprocessing
+        self.post = m.postprocessing
+        self.threshold = float(self.post.threshold if threshold is None else threshold)
+        _check_threshold(self.threshold)
+        self._check_fits()
+        size = [int(s) for s in self.pre.size]
+        self.size = (size[0], size[1])
+        self.channels = 1 if self.pre.color == "gray" else 3
+        mean = np.asarray(self.pre.mean, np.float32).reshape(-1)
+        std = np.asarray(self.pre.std, np.float32).reshape(-1)
+        # (x / 255 - mean) / std folded into one multiply-add on the uint8 frame
+        self._scale = (1.0 / (255.0 * std)).astype(np.float32)
+        self._offset = (-mean / std).astype(np.float32)
+
+    def _check_fits(self) -> None:
+        m = self.manifest
+        nchw = m.input.nchw_shape()
+        if len(nchw) != 4 or len(self.pre.size) != 2:
+            raise ValueError(f"{m.model}: the demo runs 2D image models; this artifact takes a "
+                             f"{len(nchw) - 2}D input {nchw}")
+        if self.pre.resize not in ("stretch", "letterbox"):
+            raise ValueError(f"unknown resize mode {self.pre.resize!r} in the manifest (stretch, letterbox)")
+        channels = nchw[1]
+        want = 1 if self.pre.color == "gray" else 3
+        if channels not in (-1, None) and channels != want:
+            raise ValueError(f"{self.runtime.artifact}: the manifest says color={self.pre.color!r} but the "
+                             f"model takes {channels} channels; the artifact and its manifest do not match")
+        for dim, name in zip(nchw[2:], ("height", "width")):
+            if dim not in (-1, None) and dim != self.pre.size[("height", "width").index(name)]:
+                raise ValueError(f"{self.runtime.artifact}: model input {name} {dim} differs from the "
+                                 f"manifest's preprocessing size {self.pre.size}; re-export the artifact")
+        if self.post.activation not in ("sigmoid", "softmax"):
+            raise ValueError(f"unknown activation {self.post.activation!r} in the manifest (sigmoid, softmax)")
+
+    def warm_up(self, runs: int = 2) -> float:
+        """Run the model on a blank frame; returns the last run's ms. Fails early on a model/manifest mismatch.
+
+        Raises:
+            ValueError: the artifact does not produce a mask of the expected shape.
+        """
+        h, w = self.size
+        x = np.zeros((1, self.channels, h, w), np.float32)
+        ms = 0.0
+        for _ in range(max(1, runs)):
+            t0 = time.perf_counter()
+            try:
+                y = self.runtime.infer(x)
+            except ValueError:
+                raise
+            except Exception as exc:  # a backend error here means the file and its manifest disagree
+                raise ValueError(f"{self.runtime.artifact}: the model fails on the manifest's input "
+                                 f"{list(x.shape)} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                                 "the artifact and its manifest do not match, re-export it") from None
+            ms = (time.perf_counter() - t0) * 1e3
+        if y.ndim != 4 or y.shape[0] != 1 or y.shape[2:] != (h, w):
+            raise ValueError(f"{self.runtime.artifact}: expected logits of shape [1, C, {h}, {w}], got "
+                             f"{list(y.shape)}; this is not a segmentation model of the manifest's size")
+        if self.post.activation == "sigmoid" and y.shape[1] != 1:
+            raise ValueError(f"{self.runtime.artifact}: sigmoid output with {y.shape[1]} channels; the demo "
+                             "shows one polyp class (sigmoid, 1 channel) or softmax with background first")
+        return ms
+
+    # ---- per frame ----
+    def preprocess(self, frame: np.ndarray) -> np.ndarray:
+        """BGR uint8 frame -> float32 (1, C, H, W) normalised as the manifest says."""
+        cv2 = _cv2()
+        h, w = self.size
+        img = frame if frame.shape[:2] == (h, w) else cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+        if self.channels == 1:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None]
+        else:
+            img = img[..., ::-1]  # BGR -> RGB
+        x = img.astype(np.float32) * self._scale + self._offset
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+    def postprocess(self, logits: np.ndarray, frame_hw: tuple[int, int], threshold: float) -> np.ndarray:
+        """Logits (1, C, H, W) -> uint8 {0, 1} mask at the frame's size."""
+        cv2 = _cv2()
+        if self.post.activation == "sigmoid":
+            # sigmoid(z) > t  <=>  z > logit(t): no exp per pixel
+            t = float(np.log(threshold / (1.0 - threshold)))
+            score = logits[0, 0]
+            fh, fw = frame_hw
+            if score.shape != (fh, fw):
+                score = cv2.resize(score, (fw, fh), interpolation=cv2.INTER_LINEAR)
+            return (score > t).astype(np.uint8)
+        labels = logits[0].argmax(axis=0).astype(np.uint8)
+        mask = (labels > 0).astype(np.uint8)
+        if mask.shape != tuple(frame_hw):
+            mask = cv2.resize(mask, (frame_hw[1], frame_hw[0]), interpolation=cv2.INTER_NEAREST)
+        return mask
+
+    def __call__(self, frame: np.ndarray, threshold: float | None = None) -> Segmentation:
+        t0 = time.perf_counter()
+        x = self.preprocess(frame)
+        t1 = time.perf_counter()
+        y = self.runtime.infer(x)
+        t2 = time.perf_counter()
+        mask = self.postprocess(y, frame.shape[:2], self.threshold if threshold is None else threshold)
+        t3 = time.perf_counter()
+        return Segmentation(mask, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+
+    def describe(self) -> dict[str, Any]:
+        """Model, runtime, device and precision for the HUD and the summary."""
+        m = self.manifest
+        return {"model": m.model, "runtime": self.runtime.name, "device": self.runtime.device,
+                "precision": m.precision, "target": m.target, "artifact": str(self.runtime.artifact),
+                "input_size": list(self.size)}
+
+
+def _check_threshold(t: float) -> None:
+    if not 0.0 < t < 1.0:
+        raise ValueError(f"--threshold must be between 0 and 1 (exclusive), got {t}")
+
+
+def open_segmenter(artifact: str | None = None, model: str | None = None, runtime: str | None = None,
+                   device: str = "cpu", threads: int | None = None, threshold: float | None = None,
+                   warm_up: int = 2) -> Segmenter:
+    """Load an artifact (or a model name through the torch runtime) and check it fits the demo.
+
+    Args:
+        artifact: converted model file (its manifest beside it).
+        model: registered model name: run through the torch runtime when no artifact is given; with an
+            artifact, the name the artifact must have been converted from.
+        runtime: backend name (default: from the artifact's manifest; "torch" for a model name).
+        device: backend device.
+        threads: inference threads.
+        threshold: probability threshold (default: the manifest's).
+        warm_up: warm-up inferences (at least one; it also checks the artifact against its manifest).
+
+    Raises:
+        ValueError: neither or a mismatched artifact/model, or an artifact that does not fit its manifest.
+        FileNotFoundError: the artifact does not exist.
+    """
+    if threshold is not None:
+        _check_threshold(threshold)
+    if artifact is None and model is None:
+        raise ValueError("give --artifact PATH (a converted model, see `edgeseg convert`) or --model NAME "
+                         "(runs through the torch runtime; `edgeseg models` lists names)")
+    if artifact is not None:
+        rt = runtimes.load(artifact, runtime=runtime, device=device, threads=threads)
+        if model is not None and rt.manifest is not None and rt.manifest.model != model:
+            rt.close()
+            raise ValueError(f"{artifact} was converted from {rt.manifest.model!r}, not {model!r}; drop --model "
+                             f"or pass --model {rt.manifest.model}")
+    else:
+        if runtime not in (None, "torch"):
+            raise ValueError(f"--model runs through the torch runtime, not {runtime!r}; to use {runtime} "
+                             f"convert first (`edgeseg convert {model} ...`) and pass --artifact")
+        rt = runtimes.load(model, runtime="torch", device=device, threads=threads)
+    try:
+        seg = Segmenter(rt, threshold=threshold)
+        seg.warm_up(warm_up)
+    except BaseException:
+        rt.close()
+        raise
+    return seg

@@ -1,0 +1,340 @@
+"""The demo loop: newest frame -> segment -> overlay -> record / log / serve / show, until the source ends.
+
+One frame at a time, in the caller's thread; only capture runs beside it (for live sources), so the shown
+frame is the one the mask was computed on and the overlay lags the camera by at most one inference. Files
+and the synthetic sequence are read synchronously unless ``realtime`` (see :mod:`apps.endoscopy.capture`).
+
+Every way the loop can end (source finished, ``--max-frames``, q, Ctrl-C/SIGTERM, camera unplugged, a
+runtime error mid-stream) goes through the same exit: recording and log are finalised, the summary says
+what happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from apps.endoscopy.capture import (
+    LatestFrameGrabber,
+    Source,
+    SourceLost,
+    SyntheticSource,
+    open_source,
+    reader_for,
+)
+from apps.endoscopy.inference import Segmenter, open_segmenter
+from apps.endoscopy.outputs import JsonlLog, Stats, Summary, VideoRecorder
+from apps.endoscopy.overlay import HudInfo, analyse_mask, render
+from apps.endoscopy.serve import MjpegServer
+
+WINDOW = "edgeseg demo"
+THRESHOLD_STEP = 0.05
+# synthetic source, headless, nobody watching, no --max-frames: stop after this many frames
+DEFAULT_SYNTHETIC_FRAMES = 300
+# exit codes (the CLI returns them); startup errors are 2 through the CLI's error handling
+EXIT_CODES = {"completed": 0, "quit": 0, "interrupted": 0, "source-lost": 3, "error": 1}
+
+
+@dataclass
+class DemoConfig:
+    """Options of one demo run (the ``edgeseg demo`` flags).
+
+    Attributes:
+        artifact: converted model file.
+        model: model name (torch runtime without artifact; a consistency check with one).
+        source: camera index, device path, video file or "synthetic".
+        runtime: backend (default: from the manifest).
+        device: backend device.
+        threads: inference threads.
+        threshold: probability threshold (default: the manifest's).
+        headless: no window; write/serve only.
+        record: annotated video path.
+        log: per-frame JSONL path.
+        max_frames: stop after this many processed frames.
+        serve: MJPEG port (None: off).
+        realtime: read files / the synthetic sequence as a live stream (paced, stale frames dropped).
+        snapshot_dir: where ``s`` saves snapshots.
+        alpha: mask tint opacity.
+        seed: synthetic sequence seed.
+        size: synthetic frame size.
+    """
+
+    artifact: str | None = None
+    model: str | None = None
+    source: str = "synthetic"
+    runtime: str | None = None
+    device: str = "cpu"
+    threads: int | None = None
+    threshold: float | None = None
+    headless: bool = False
+    record: str | None = None
+    log: str | None = None
+    max_frames: int | None = None
+    serve: int | None = None
+    realtime: bool = False
+    snapshot_dir: str = "."
+    alpha: float = 0.45
+    seed: int = 0
+    size: int = 256
+
+    def validate(self) -> None:
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"--max-frames must be >= 1, got {self.max_frames}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"--alpha must be in [0, 1], got {self.alpha}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        if self.size < 32:
+            raise ValueError(f"--size must be >= 32, got {self.size}")
+
+
+@dataclass
+class LoopState:
+    """What the keys change while the demo runs."""
+
+    threshold: float
+    paused: bool = False
+    quit: bool = False
+    snapshots: list[str] = field(default_factory=list)
+
+
+def handle_key(key: int, state: LoopState) -> str | None:
+    """Apply one key press: q/Esc quit, space pause, +/- threshold, s snapshot (returns "snapshot")."""
+    if key < 0:
+        return None
+    ch = chr(key & 0xFF)
+    if ch in ("q", "Q", "\x1b"):
+        state.quit = True
+    elif ch == " ":
+        state.paused = not state.paused
+    elif ch in ("+", "="):
+        state.threshold = round(min(0.95, state.threshold + THRESHOLD_STEP), 2)
+    elif ch in ("-", "_"):
+        state.threshold = round(max(0.05, state.threshold - THRESHOLD_STEP), 2)
+    elif ch in ("s", "S"):
+        return "snapshot"
+    return None
+
+
+class Display:
+    """An OpenCV window, when this OpenCV build and session can show one."""
+
+    def __init__(self) -> None:
+        from edgeseg._deps import require
+
+        cv2 = require("cv2", "the endoscopy demo")
+        self.cv2 = cv2
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise ValueError("no display here (DISPLAY is not set, e.g. over ssh): run with --headless "
+                             "(--record OUT.mp4 / --log OUT.jsonl) or watch with --serve PORT")
+        try:
+            cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+        except cv2.error:
+            raise ValueError("this OpenCV has no GUI support (opencv-python-headless): run with --headless "
+                             "(--record / --log) or watch in a browser with --headless --serve PORT") from None
+
+    def show(self, frame: np.ndarray) -> int:
+        self.cv2.imshow(WINDOW, frame)
+        return int(self.cv2.waitKey(1))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.cv2.destroyWindow(WINDOW)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Turn SIGTERM (``timeout``, a closing ssh session) into KeyboardInterrupt so outputs get finalised."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _log_line(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_demo(config: DemoConfig, segmenter: Segmenter | None = None, source: Source | None = None,
+             display: Any = None, on_frame: Any = None) -> Summary:
+    """Run the demo until the source ends, ``max_frames``, q, Ctrl-C, or the camera vanishes.
+
+    Args:
+        config: the options.
+        segmenter: an opened segmenter (default: opened from ``config``).
+        source: a frame source (default: opened from ``config.source``).
+        display: an object with ``show(frame) -> key`` and ``close()`` (default: an OpenCV window unless
+            headless).
+        on_frame: optional callback ``(annotated_bgr, record_dict)`` after each frame (tests, embedding).
+
+    Returns:
+        The :class:`Summary` (its ``status`` tells how the run ended; ``EXIT_CODES`` maps it to an exit code).
+
+    Raises:
+        ValueError / FileNotFoundError: bad options, no camera, unreadable video, artifact mismatch (all
+            before the first frame; nothing is written then).
+    """
+    config.validate()
+    max_frames = config.max_frames
+    if source is None:
+        endless_ok = not config.headless or config.serve is not None
+        synth_frames = max_frames if max_frames is not None or endless_ok else DEFAULT_SYNTHETIC_FRAMES
+        source = open_source(config.source, realtime=config.realtime, size=config.size, seed=config.seed,
+                             max_frames=synth_frames)
+    if isinstance(source, SyntheticSource) and source.max_frames is not None and max_frames is None:
+        max_frames = source.max_frames
+    owns_segmenter = segmenter is None
+    if segmenter is None:
+        segmenter = open_segmenter(config.artifact, config.model, runtime=config.runtime, device=config.device,
+                                   threads=config.threads, threshold=config.threshold)
+    try:
+        if display is None and not config.headless:
+            display = Display()
+        source.open()  # fails here (no camera, unreadable file) before anything is written
+        return _loop(config, segmenter, source, display, max_frames, on_frame)
+    finally:
+        source.close()
+        if display is not None:
+            display.close()
+        if owns_segmenter:
+            segmenter.runtime.close()
+
+
+def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_frames: int | None,
+          on_frame: Any) -> Summary:
+    desc = seg.describe()
+    info = {**desc, "source": source.name, "mode": "live (newest frame)" if source.live else "every frame",
+            "threads": seg.runtime.threads}
+    recorder = VideoRecorder(config.record, fps=source.fps or 30.0) if config.record else None
+    log = JsonlLog(config.log) if config.log else None
+    server = None
+    if config.serve is not None:
+        server = MjpegServer(config.serve, title=f"{desc['model']} on {desc['runtime']}/{desc['device']}").start()
+        _log_line(f"edgeseg demo: serving the overlay at {server.url}")
+    state = LoopState(threshold=seg.threshold)
+    hud = HudInfo(model=desc["model"], runtime=desc["runtime"], device=desc["device"],
+                  precision=desc["precision"], threshold=state.threshold)
+    reader = reader_for(source)
+    stats = Stats()
+    recent: deque[float] = deque(maxlen=30)
+    status, message = "completed", ""
+    frames = 0
+    last_annotated: np.ndarray | None = None
+    warm_s = 0.0
+    t_start = time.perf_counter()
+    wall0 = time.time()
+    try:
+        with _sigterm_as_interrupt():
+            reader.start()
+            t_start = time.perf_counter()
+            while max_frames is None or frames < max_frames:
+                if state.paused and display is not None and last_annotated is not None:
+                    _keys(display.show(last_annotated), state, last_annotated, config)
+                    if state.quit:
+                        status = "quit"
+                        break
+                    continue
+                frame = reader.get()
+                if frame is None:
+                    break
+                if frames == 0:  # untimed pass: OpenCV's and the runtime's first-call set-up stay out of the figures
+                    tw = time.perf_counter()
+                    first = seg(frame.image, threshold=state.threshold)
+                    render(frame.image, first.mask, None, hud, alpha=config.alpha)
+                    warm_s = time.perf_counter() - tw
+                res = seg(frame.image, threshold=state.threshold)
+                t1 = time.perf_counter()
+                mi = analyse_mask(res.mask)
+                regions, area_pct = mi.regions, mi.area_pct
+                recent.append(t1)
+                fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
+                hud.fps, hud.infer_ms, hud.threshold = fps, res.infer_ms, state.threshold
+                hud.polyps, hud.area_pct, hud.dropped = len(regions), area_pct, reader.dropped
+                annotated = render(frame.image, res.mask, mi, hud, alpha=config.alpha)
+                t2 = time.perf_counter()
+                record = {
+                    "frame": frames, "source_frame": frame.index,
+                    "timestamp": round(wall0 + (frame.t_capture - t_start), 6),
+                    "t": round(frame.t_capture - t_start, 6),
+                    "infer_ms": round(res.infer_ms, 3), "pre_ms": round(res.pre_ms, 3),
+                    "post_ms": round(res.post_ms, 3), "mask_pixels": mi.pixels,
+                    "mask_area_pct": round(area_pct, 3), "polyps": len(regions),
+                    "regions": [r.to_dict() for r in regions], "threshold": state.threshold,
+                    "dropped_total": reader.dropped,
+                }
+                if recorder is not None:
+                    recorder.write(annotated)
+                if log is not None:
+                    log.write(record)
+                if server is not None:
+                    server.publish(annotated, {"frame": frames, "fps": fps, "infer_ms": res.infer_ms,
+                                               "polyps": len(regions), "area_pct": area_pct})
+                if on_frame is not None:
+                    on_frame(annotated, record)
+                frames += 1
+                last_annotated = annotated
+                if display is not None:
+                    _keys(display.show(annotated), state, annotated, config)
+                t3 = time.perf_counter()
+                stats.add(read=frame.read_ms, pre=res.pre_ms, infer=res.infer_ms, post=res.post_ms,
+                          overlay=(t2 - t1) * 1e3, output=(t3 - t2) * 1e3)
+                if state.quit:
+                    status = "quit"
+                    break
+    except SourceLost as exc:
+        status, message = "source-lost", str(exc)
+    except KeyboardInterrupt:
+        status, message = "interrupted", "stopped by Ctrl-C / SIGTERM"
+    except Exception as exc:  # a runtime failing mid-stream: keep what was recorded, report it
+        status, message = "error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    finally:
+        wall = time.perf_counter() - t_start - warm_s
+        reader.stop()
+        outputs = {}
+        if recorder is not None:
+            path = recorder.close()
+            if path is not None:
+                outputs["recording"] = f"{path} ({recorder.frames} frames)"
+        if log is not None:
+            outputs["log"] = f"{log.close()} ({log.records} records)"
+        if server is not None:
+            server.close()
+        if state.snapshots:
+            outputs["snapshots"] = ", ".join(state.snapshots)
+    return Summary(status=status, frames=frames, captured=reader.captured, dropped=reader.dropped, wall_s=wall,
+                   fps=frames / wall if wall > 0 else 0.0, latency_ms=stats.latency(), stages_ms=stats.stages(),
+                   message=message, info=info, outputs=outputs)
+
+
+def _keys(key: int, state: LoopState, annotated: np.ndarray, config: DemoConfig) -> None:
+    if handle_key(key, state) == "snapshot":
+        from edgeseg._deps import require
+
+        cv2 = require("cv2", "the endoscopy demo")
+        folder = Path(config.snapshot_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"edgeseg-snapshot-{time.strftime('%Y%m%d-%H%M%S')}-{len(state.snapshots)}.png"
+        cv2.imwrite(str(path), annotated)
+        state.snapshots.append(str(path))
+        _log_line(f"edgeseg demo: snapshot {path}")
+
+
+__all__ = ["DemoConfig", "EXIT_CODES", "LatestFrameGrabber", "LoopState", "handle_key", "run_demo"]
