@@ -1,6 +1,7 @@
 """Frame sources (camera, video file, synthetic sequence) and the latest-frame capture thread.
 
-Every source yields BGR ``uint8`` frames (OpenCV's convention). Two ways of reading them:
+Every source yields RGB ``uint8`` frames (as ``runtimes.processing`` takes them; OpenCV's BGR is converted
+once at capture). Two ways of reading them:
 
 * **Live** (a camera, or a file/synthetic source with ``realtime=True``): a :class:`LatestFrameGrabber`
   thread reads continuously and keeps only the newest frame. The consumer always gets the newest frame;
@@ -15,10 +16,13 @@ cannot be opened raises :class:`SourceError` with what to do.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +42,7 @@ class Frame:
     """One captured frame.
 
     Attributes:
-        image: BGR uint8 (H, W, 3).
+        image: RGB uint8 (H, W, 3).
         index: position in the source's stream (0-based; gaps are dropped frames in live mode).
         t_capture: ``time.perf_counter()`` when the frame was read.
         read_ms: time the source took to deliver it (decode/grab).
@@ -51,7 +55,7 @@ class Frame:
 
 
 class Source:
-    """A stream of BGR uint8 frames; subclasses implement ``_open``, ``_read`` and ``_close``.
+    """A stream of RGB uint8 frames; subclasses implement ``_open``, ``_read`` and ``_close``.
 
     Attributes:
         name: what the stream is (for the HUD, logs and messages).
@@ -121,7 +125,7 @@ class _CaptureSource(Source):
             frame, self._first = self._first, None
             return frame
         ok, frame = self._cap.read()
-        return frame if ok and frame is not None else None
+        return _to_rgb(frame) if ok and frame is not None else None
 
     def _close(self) -> None:
         if self._cap is not None:
@@ -134,15 +138,33 @@ class _CaptureSource(Source):
         if not ok or frame is None:
             self._close()
             raise SourceError(what)
-        self._first = _as_bgr(frame)
+        self._first = _to_rgb(frame)
         fps = float(self._cap.get(_cv2().CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 1000 else None
 
 
-def _as_bgr(frame: np.ndarray) -> np.ndarray:
-    if frame.ndim == 2:
-        return np.repeat(frame[..., None], 3, axis=2)
-    return frame
+@contextlib.contextmanager
+def _quiet_opencv(cv2: Any) -> Iterator[None]:
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    if log is None:
+        yield
+        return
+    old = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        log.setLogLevel(old)
+
+
+def _to_rgb(frame: np.ndarray) -> np.ndarray:
+    """An OpenCV frame (BGR, BGRA or grey) as RGB uint8."""
+    cv2 = _cv2()
+    if frame.ndim == 2 or frame.shape[2] == 1:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
 class CameraSource(_CaptureSource):
@@ -161,7 +183,8 @@ class CameraSource(_CaptureSource):
         if isinstance(self.device, str) and not Path(self.device).exists():
             raise SourceError(f"no camera at {self.device} (the device does not exist); check the cable and "
                               "`ls /dev/video*`, or use --source FILE.mp4 / --source synthetic")
-        self._cap = cv2.VideoCapture(self.device)
+        with _quiet_opencv(cv2):  # OpenCV's own WARN lines would bury the one-line message below
+            self._cap = cv2.VideoCapture(self.device)
         if not self._cap.isOpened():
             self._close()
             raise SourceError(f"cannot open camera {self.device} (not connected, busy or no permission); check "
@@ -232,7 +255,7 @@ class SyntheticSource(Source):
         from edgeseg.data.synthetic import synthetic_sequence
 
         for rgb, mask in synthetic_sequence(self.distinct, self.size, seed=self.seed):
-            self._frames.append(np.ascontiguousarray(rgb[..., ::-1]))  # RGB -> BGR
+            self._frames.append(rgb)
             self.masks.append(mask)
         self._i = 0
 

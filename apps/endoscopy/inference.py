@@ -14,6 +14,7 @@ import numpy as np
 
 import runtimes
 from runtimes import Runtime
+from runtimes.processing import RESIZE_MODES, postprocess, preprocess
 
 
 @dataclass
@@ -26,14 +27,11 @@ class Segmentation:
     post_ms: float
 
 
-def _cv2():
-    from edgeseg._deps import require
-
-    return require("cv2", "the endoscopy demo")
-
-
 class Segmenter:
-    """Frame (BGR uint8, any size) -> binary polyp mask at frame size, through a loaded runtime.
+    """Frame (RGB uint8, any size) -> binary polyp mask at frame size, through a loaded runtime.
+
+    Pre- and post-processing are ``runtimes.processing``'s (stretch/letterbox, mean/std, colour, activation,
+    threshold, mapping the mask back to the frame), as the manifest says.
 
     Args:
         runtime: a loaded runtime whose manifest describes a 2D segmentation model.
@@ -51,14 +49,8 @@ class Segmenter:
         self.threshold = float(self.post.threshold if threshold is None else threshold)
         _check_threshold(self.threshold)
         self._check_fits()
-        size = [int(s) for s in self.pre.size]
-        self.size = (size[0], size[1])
+        self.size = (int(self.pre.size[0]), int(self.pre.size[1]))
         self.channels = 1 if self.pre.color == "gray" else 3
-        mean = np.asarray(self.pre.mean, np.float32).reshape(-1)
-        std = np.asarray(self.pre.std, np.float32).reshape(-1)
-        # (x / 255 - mean) / std folded into one multiply-add on the uint8 frame
-        self._scale = (1.0 / (255.0 * std)).astype(np.float32)
-        self._offset = (-mean / std).astype(np.float32)
 
     def _check_fits(self) -> None:
         m = self.manifest
@@ -66,8 +58,8 @@ class Segmenter:
         if len(nchw) != 4 or len(self.pre.size) != 2:
             raise ValueError(f"{m.model}: the demo runs 2D image models; this artifact takes a "
                              f"{len(nchw) - 2}D input {nchw}")
-        if self.pre.resize not in ("stretch", "letterbox"):
-            raise ValueError(f"unknown resize mode {self.pre.resize!r} in the manifest (stretch, letterbox)")
+        if self.pre.resize not in RESIZE_MODES:
+            raise ValueError(f"unknown resize mode {self.pre.resize!r} in the manifest ({', '.join(RESIZE_MODES)})")
         channels = nchw[1]
         want = 1 if self.pre.color == "gray" else 3
         if channels not in (-1, None) and channels != want:
@@ -109,42 +101,15 @@ class Segmenter:
         return ms
 
     # ---- per frame ----
-    def preprocess(self, frame: np.ndarray) -> np.ndarray:
-        """BGR uint8 frame -> float32 (1, C, H, W) normalised as the manifest says."""
-        cv2 = _cv2()
-        h, w = self.size
-        img = frame if frame.shape[:2] == (h, w) else cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-        if self.channels == 1:
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None]
-        else:
-            img = img[..., ::-1]  # BGR -> RGB
-        x = img.astype(np.float32) * self._scale + self._offset
-        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
-
-    def postprocess(self, logits: np.ndarray, frame_hw: tuple[int, int], threshold: float) -> np.ndarray:
-        """Logits (1, C, H, W) -> uint8 {0, 1} mask at the frame's size."""
-        cv2 = _cv2()
-        if self.post.activation == "sigmoid":
-            # sigmoid(z) > t  <=>  z > logit(t): no exp per pixel
-            t = float(np.log(threshold / (1.0 - threshold)))
-            score = logits[0, 0]
-            fh, fw = frame_hw
-            if score.shape != (fh, fw):
-                score = cv2.resize(score, (fw, fh), interpolation=cv2.INTER_LINEAR)
-            return (score > t).astype(np.uint8)
-        labels = logits[0].argmax(axis=0).astype(np.uint8)
-        mask = (labels > 0).astype(np.uint8)
-        if mask.shape != tuple(frame_hw):
-            mask = cv2.resize(mask, (frame_hw[1], frame_hw[0]), interpolation=cv2.INTER_NEAREST)
-        return mask
-
     def __call__(self, frame: np.ndarray, threshold: float | None = None) -> Segmentation:
+        """RGB uint8 frame (any size) -> binary mask at the frame's size, through ``runtimes.processing``."""
         t0 = time.perf_counter()
-        x = self.preprocess(frame)
+        x, infos = preprocess(frame, self.pre)
         t1 = time.perf_counter()
         y = self.runtime.infer(x)
         t2 = time.perf_counter()
-        mask = self.postprocess(y, frame.shape[:2], self.threshold if threshold is None else threshold)
+        label = postprocess(y, infos, self.post, self.threshold if threshold is None else threshold)[0]
+        mask = label if self.post.activation == "sigmoid" else (label > 0).astype(np.uint8)
         t3 = time.perf_counter()
         return Segmentation(mask, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
 

@@ -49,7 +49,7 @@ class _AtomicFile:
 
 
 class VideoRecorder:
-    """Annotated frames -> a video file, opened on the first frame (its size), finalised atomically.
+    """Annotated RGB frames -> a video file, opened on the first frame (its size), finalised atomically.
 
     Args:
         path: destination (.avi MJPG, .mp4 mp4v, .mkv, .mov).
@@ -86,7 +86,7 @@ class VideoRecorder:
             self._size = (w, h)
         if (w, h) != self._size:
             frame = cv2.resize(frame, self._size)
-        self._writer.write(frame)
+        self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         self.frames += 1
 
     def close(self) -> Path | None:

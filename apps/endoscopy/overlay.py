@@ -1,7 +1,8 @@
-"""Drawing the demo's overlay on a BGR frame: tinted mask, its contour, per-polyp boxes, and the HUD.
+"""The demo's overlay on an RGB frame: tinted mask and its outline, per-polyp boxes with area %, and the HUD.
 
-All drawing is OpenCV on uint8 and touches only the pixels it must (the tint is blended on the mask's
-pixels alone), so a 256x256 frame costs well under a millisecond.
+The tint and outline are ``runtimes.processing.overlay`` (one copy of that code for predict, bench and the
+demo; the outline is one pixel wide on the mask's own border, so only mask pixels change); this module adds
+what is specific to the live demo: connected regions with their boxes and areas, and the heads-up display.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MASK_COLOR = (0, 255, 0)  # BGR
-BOX_COLOR = (0, 220, 255)
+from runtimes.processing import overlay
+
+BOX_COLOR = (255, 220, 0)  # RGB
 TEXT_COLOR = (255, 255, 255)
 
 
@@ -49,13 +51,11 @@ class MaskInfo:
 
     Attributes:
         regions: connected regions at least ``min_area_pct`` of the frame, largest first.
-        contours: outer contours of every connected region (OpenCV point arrays), specks included.
         pixels: mask pixel count.
         area_pct: mask share of the frame, in percent.
     """
 
     regions: list[Region]
-    contours: list[np.ndarray]
     pixels: int
     area_pct: float
 
@@ -72,7 +72,7 @@ def analyse_mask(mask: np.ndarray, min_area_pct: float = 0.05) -> MaskInfo:
     total = float(m.shape[0] * m.shape[1])
     pixels = int(cv2.countNonZero(m))
     if pixels == 0:
-        return MaskInfo([], [], 0, 0.0)
+        return MaskInfo([], 0, 0.0)
     contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     # labels + bincount: exact pixel areas (connectedComponentsWithStats costs ~10x more here)
     _, labels = cv2.connectedComponents(m, connectivity=8)
@@ -86,7 +86,7 @@ def analyse_mask(mask: np.ndarray, min_area_pct: float = 0.05) -> MaskInfo:
             x, y, w, h = cv2.boundingRect(c)
             regions.append(Region(x, y, w, h, area, pct))
     regions.sort(key=lambda r: r.area, reverse=True)
-    return MaskInfo(regions, list(contours), pixels, 100.0 * pixels / total)
+    return MaskInfo(regions, pixels, 100.0 * pixels / total)
 
 
 def find_regions(mask: np.ndarray, min_area_pct: float = 0.05) -> list[Region]:
@@ -96,37 +96,6 @@ def find_regions(mask: np.ndarray, min_area_pct: float = 0.05) -> list[Region]:
 
 def _font_scale(width: int) -> float:
     return max(0.35, min(0.8, width / 800))
-
-
-def draw_mask(frame: np.ndarray, mask: np.ndarray, alpha: float = 0.45, color: tuple[int, int, int] = MASK_COLOR,
-              contours: list[np.ndarray] | None = None) -> np.ndarray:
-    """Blend ``color`` onto the mask's pixels and draw their outline on the mask's border pixels (in place).
-
-    Pixels outside the mask are never touched: the outline is traced on the mask's own border pixels.
-
-    Args:
-        frame: BGR uint8 (H, W, 3).
-        mask: (H, W) uint8/bool.
-        alpha: tint opacity.
-        color: tint and outline colour (BGR).
-        contours: outlines to draw (from :func:`analyse_mask`); None: traced here; []: no outline.
-    """
-    cv2 = _cv2()
-    if mask.shape[:2] != frame.shape[:2]:
-        raise ValueError(f"mask {mask.shape[:2]} and frame {frame.shape[:2]} differ; resize the mask first")
-    m = np.ascontiguousarray(mask, dtype=np.uint8)
-    x, y, w, h = cv2.boundingRect(m)
-    if w == 0 or h == 0:
-        return frame
-    sub, msub = frame[y:y + h, x:x + w], m[y:y + h, x:x + w]
-    tint = np.empty_like(sub)
-    tint[:] = color
-    cv2.copyTo(cv2.addWeighted(sub, 1.0 - alpha, tint, alpha, 0.0), msub, sub)
-    if contours is None:
-        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if len(contours):
-        cv2.drawContours(frame, contours, -1, color, 1, lineType=cv2.LINE_8)
-    return frame
 
 
 def draw_regions(frame: np.ndarray, regions: Sequence[Region], color: tuple[int, int, int] = BOX_COLOR) -> None:
@@ -196,20 +165,18 @@ def draw_hud(frame: np.ndarray, info: HudInfo) -> None:
 
 
 def render(frame: np.ndarray, mask: np.ndarray, info: MaskInfo | None = None, hud: HudInfo | None = None,
-           alpha: float = 0.45, copy: bool = True) -> np.ndarray:
-    """The full overlay: tinted mask, outline, boxes with area %, HUD. Returns the annotated frame.
+           alpha: float = 0.45) -> np.ndarray:
+    """The full overlay on a new image: tinted mask, outline, boxes with area %, HUD.
 
     Args:
-        frame: BGR uint8 frame.
+        frame: RGB uint8 frame.
         mask: (H, W) binary mask at the frame's size.
         info: the mask's :func:`analyse_mask` (computed here when None).
         hud: what the HUD shows (None: no HUD).
         alpha: tint opacity.
-        copy: draw on a copy (default) or on ``frame`` itself.
     """
     info = analyse_mask(mask) if info is None else info
-    out = frame.copy() if copy else frame
-    draw_mask(out, mask, alpha=alpha, contours=info.contours)
+    out = overlay(frame, mask, alpha=alpha, contour=True, thickness=1) if info.pixels else frame.copy()
     draw_regions(out, info.regions)
     if hud is not None:
         draw_hud(out, hud)

@@ -36,6 +36,7 @@ from apps.endoscopy.inference import Segmenter, open_segmenter
 from apps.endoscopy.outputs import JsonlLog, Stats, Summary, VideoRecorder
 from apps.endoscopy.overlay import HudInfo, analyse_mask, render
 from apps.endoscopy.serve import MjpegServer
+from runtimes.processing import write_image
 
 WINDOW = "edgeseg demo"
 THRESHOLD_STEP = 0.05
@@ -67,6 +68,7 @@ class DemoConfig:
         alpha: mask tint opacity.
         seed: synthetic sequence seed.
         size: synthetic frame size.
+        camera_timeout: seconds without a frame after which a live camera counts as unplugged.
     """
 
     artifact: str | None = None
@@ -86,6 +88,7 @@ class DemoConfig:
     alpha: float = 0.45
     seed: int = 0
     size: int = 256
+    camera_timeout: float = 2.0
 
     def validate(self) -> None:
         if self.max_frames is not None and self.max_frames < 1:
@@ -96,6 +99,18 @@ class DemoConfig:
             raise ValueError(f"--threads must be >= 1, got {self.threads}")
         if self.size < 32:
             raise ValueError(f"--size must be >= 32, got {self.size}")
+        if self.camera_timeout <= 0:
+            raise ValueError(f"--camera-timeout must be positive, got {self.camera_timeout}")
+
+
+@dataclass
+class FrameResult:
+    """What ``run_demo``'s ``on_frame`` callback receives for each processed frame."""
+
+    frame: np.ndarray
+    annotated: np.ndarray
+    mask: np.ndarray
+    record: dict[str, Any]
 
 
 @dataclass
@@ -144,7 +159,8 @@ class Display:
                              "(--record / --log) or watch in a browser with --headless --serve PORT") from None
 
     def show(self, frame: np.ndarray) -> int:
-        self.cv2.imshow(WINDOW, frame)
+        """Show an RGB frame; returns the key pressed (-1: none)."""
+        self.cv2.imshow(WINDOW, self.cv2.cvtColor(frame, self.cv2.COLOR_RGB2BGR))
         return int(self.cv2.waitKey(1))
 
     def close(self) -> None:
@@ -183,7 +199,7 @@ def run_demo(config: DemoConfig, segmenter: Segmenter | None = None, source: Sou
         source: a frame source (default: opened from ``config.source``).
         display: an object with ``show(frame) -> key`` and ``close()`` (default: an OpenCV window unless
             headless).
-        on_frame: optional callback ``(annotated_bgr, record_dict)`` after each frame (tests, embedding).
+        on_frame: optional callback taking a :class:`FrameResult` after each frame (tests, embedding).
 
     Returns:
         The :class:`Summary` (its ``status`` tells how the run ended; ``EXIT_CODES`` maps it to an exit code).
@@ -232,7 +248,7 @@ def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_
     state = LoopState(threshold=seg.threshold)
     hud = HudInfo(model=desc["model"], runtime=desc["runtime"], device=desc["device"],
                   precision=desc["precision"], threshold=state.threshold)
-    reader = reader_for(source)
+    reader = reader_for(source, lost_after_s=config.camera_timeout)
     stats = Stats()
     recent: deque[float] = deque(maxlen=30)
     status, message = "completed", ""
@@ -288,7 +304,7 @@ def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_
                     server.publish(annotated, {"frame": frames, "fps": fps, "infer_ms": res.infer_ms,
                                                "polyps": len(regions), "area_pct": area_pct})
                 if on_frame is not None:
-                    on_frame(annotated, record)
+                    on_frame(FrameResult(frame.image, annotated, res.mask, record))
                 frames += 1
                 last_annotated = annotated
                 if display is not None:
@@ -326,13 +342,8 @@ def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_
 
 def _keys(key: int, state: LoopState, annotated: np.ndarray, config: DemoConfig) -> None:
     if handle_key(key, state) == "snapshot":
-        from edgeseg._deps import require
-
-        cv2 = require("cv2", "the endoscopy demo")
-        folder = Path(config.snapshot_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"edgeseg-snapshot-{time.strftime('%Y%m%d-%H%M%S')}-{len(state.snapshots)}.png"
-        cv2.imwrite(str(path), annotated)
+        path = Path(config.snapshot_dir) / f"edgeseg-snapshot-{time.strftime('%Y%m%d-%H%M%S')}-{len(state.snapshots)}.png"
+        write_image(path, annotated)
         state.snapshots.append(str(path))
         _log_line(f"edgeseg demo: snapshot {path}")
 

@@ -56,7 +56,7 @@ class MjpegServer:
 
     Examples:
         >>> with MjpegServer(8080, title="ultralightunet-s") as srv:
-        ...     srv.publish(annotated_bgr, {"frame": 0, "fps": 0.0, ...})
+        ...     srv.publish(annotated_rgb, {"frame": 0, "fps": 0.0, ...})
     """
 
     def __init__(self, port: int, host: str = "127.0.0.1", title: str = "", quality: int = 80):
@@ -95,7 +95,7 @@ class MjpegServer:
         return self
 
     def publish(self, frame: np.ndarray, stats: dict[str, Any] | None = None) -> None:
-        """Make ``frame`` (BGR uint8) the newest one; cheap (no encoding happens here)."""
+        """Make ``frame`` (RGB uint8) the newest one; cheap (no encoding happens here)."""
         with self._cond:
             self._frame = frame
             self._seq += 1
@@ -114,7 +114,8 @@ class MjpegServer:
                 from edgeseg._deps import require
 
                 cv2 = require("cv2", "the MJPEG server")
-                ok, buf = cv2.imencode(".jpg", self._frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+                bgr = cv2.cvtColor(self._frame, cv2.COLOR_RGB2BGR)
+                ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
                 if not ok:
                     return None
                 self._jpeg = (self._seq, buf.tobytes())

@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=0.45, help="mask tint opacity (0-1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic sequence")
     p.add_argument("--size", type=int, default=256, help="frame size of the synthetic sequence")
+    p.add_argument("--camera-timeout", type=float, default=2.0, metavar="S",
+                   help="seconds without a frame before a camera counts as unplugged (default 2)")
     p.add_argument("--summary-json", action="store_true", help="print the summary as JSON on stdout")
 
 
@@ -58,6 +60,7 @@ def main(args: argparse.Namespace) -> int:
         threads=args.threads, threshold=args.threshold, headless=args.headless, record=args.record,
         log=args.log, max_frames=args.max_frames, serve=args.serve, realtime=args.realtime,
         snapshot_dir=args.snapshot_dir, alpha=args.alpha, seed=args.seed, size=args.size,
+        camera_timeout=args.camera_timeout,
     )
     summary = run_demo(config)
     if args.summary_json:
