@@ -1,0 +1,393 @@
+"""The benchmark matrix: for every (target, precision, runtime, device) row, convert or reuse the artifact,
+load it, measure it, and score it against the labels and the FP32 torch reference.
+
+Design:
+    - the FP32 torch model is the first row (the reference every ratio is relative to), measured exactly
+      like the others through ``runtimes`` (its "artifact" is the checkpoint);
+    - each stage of each row runs in its own process by default (``isolate=True``): conversion in one,
+      load + timing + outputs in another. A crash (segfault, OOM kill, timeout) becomes that row's status,
+      peak memory is the row's own, and one converter's memory never inflates another runtime's figure;
+    - artifacts are cached in ``artifacts/<model>-<size>-<weights sha>/`` and reused when their manifest is
+      there (``reuse=False`` forces conversion);
+    - without trained weights (none given, none shipped) the model is initialised with a fixed seed and
+      saved once, so the reference and every converter see the same (random) weights;
+    - every row sees the same cases; Dice is the mean per-case Dice vs the labels; fidelity compares each
+      row's logits with the reference's on the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import stats
+from benchmarks.results import (
+    LOAD_FAILED,
+    OK,
+    UNAVAILABLE,
+    Row,
+    RowSpec,
+    RunResult,
+    finalize_rows,
+    judge_fidelity,
+)
+
+TARGETS = ("onnx", "openvino", "tflite")
+PRECISIONS = ("fp32", "fp16", "int8")
+DEVICES = ("cpu", "gpu", "npu")
+SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
+DEFAULT_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}
+
+
+def parse_list(value: str | list[str] | tuple[str, ...] | None, valid: tuple[str, ...], what: str) -> list[str]:
+    """``"a,b"`` / ``"all"`` / a list -> validated list (order of ``valid``, duplicates removed)."""
+    if value is None:
+        return list(valid)
+    items = [v.strip().lower() for v in (value.split(",") if isinstance(value, str) else value) if v.strip()]
+    if items == ["all"]:
+        return list(valid)
+    bad = [v for v in items if v not in valid]
+    if bad or not items:
+        raise ValueError(f"unknown {what} {', '.join(bad) or '(none)'}; valid: {', '.join(valid)} or all")
+    return [v for v in valid if v in items]
+
+
+def expand_matrix(targets: list[str], precisions: list[str], devices: list[str],
+                  runtimes: list[str] | None = None) -> list[RowSpec]:
+    """The reference row followed by every (target, precision, runtime, device) row.
+
+    Each target runs on its default runtime; ``runtimes`` adds every other backend that can run a target
+    (e.g. OpenVINO reading the ONNX file) and restricts the matrix to the backends named.
+    """
+    from runtimes.registry import RUNS
+
+    specs = [RowSpec("torch", "fp32", "torch", "cpu")]
+    for target in targets:
+        backends = [DEFAULT_RUNTIME[target]] if runtimes is None else \
+            [r for r in runtimes if target in RUNS.get(r, set())]
+        for precision in precisions:
+            for rt in backends:
+                for dev in devices:
+                    specs.append(RowSpec(target, precision, rt, dev))
+    return specs
+
+
+@dataclass
+class BenchConfig:
+    """Everything a run depends on (stored with the run)."""
+
+    model: str
+    weights: str | None = None
+    targets: list[str] = field(default_factory=lambda: list(TARGETS))
+    precisions: list[str] = field(default_factory=lambda: list(PRECISIONS))
+    devices: list[str] = field(default_factory=lambda: ["cpu"])
+    runtimes: list[str] | None = None
+    data: str = "synthetic"
+    split: str | None = "val"
+    img_size: int | None = None
+    threads: int | None = 2
+    warmup: int = 10
+    iters: int | None = 50
+    min_time: float | None = None
+    limit: int | None = None
+    calibration: int = 32
+    out: str = "bench-out"
+    artifacts: str | None = None
+    reuse: bool = True
+    isolate: bool = True
+    keep_work: bool = False
+    row_timeout: float = 1800.0
+    suite: str | None = None
+    min_agreement: dict[str, float] = field(default_factory=dict)
+    max_abs_diff: dict[str, float | None] = field(default_factory=dict)
+    runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    convert_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        self.targets = parse_list(self.targets, TARGETS, "target(s)")
+        self.precisions = parse_list(self.precisions, PRECISIONS, "precision(s)")
+        self.devices = parse_list(self.devices, DEVICES, "device(s)")
+        if self.runtimes is not None:
+            from runtimes import list_runtimes
+
+            self.runtimes = parse_list(self.runtimes, tuple(r for r in list_runtimes() if r != "torch"),
+                                       "runtime(s)")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        if self.min_time is None and (self.iters is None or self.iters < 1):
+            raise ValueError("--iters must be >= 1 (or give --min-time S)")
+        if self.warmup < 0:
+            raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {self.limit}")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def resolve_weights(model: str, weights: str | None, work: Path) -> tuple[Path, str, str]:
+    """(checkpoint path, sha256, label) of the weights every row uses.
+
+    Explicit ``weights`` win, then the shipped ones; otherwise a seeded random initialisation is saved to
+    ``work`` (label "random (seed 0)") so that all processes share it.
+    """
+    import torch
+
+    from edgeseg._io import atomic_path, sha256_file
+    from edgeseg.weights import CHECKPOINT_FORMAT, shipped_weights
+
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"--weights {path} not found")
+        return path, sha256_file(path), str(path)
+    shipped = shipped_weights(model)
+    if shipped is not None:
+        return shipped, sha256_file(shipped), f"shipped ({shipped.name})"
+    from edgeseg.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model(model).eval()
+    path = work / f"{model}-random-seed0.pt"
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, "model": model, "state_dict": net.state_dict(),
+                    "note": "random initialisation, torch.manual_seed(0): outputs are meaningless"}, tmp)
+    return path, sha256_file(path), "random (seed 0)"
+
+
+def artifact_path(root: Path, model: str, img: int, weights_sha: str, target: str, precision: str) -> Path:
+    """Where the cached artifact of one row lives: ``root/<model>-<img>-<sha12>/<model>_<precision>.<ext>``."""
+    return Path(root) / f"{model}-{img}-{weights_sha[:12]}" / f"{model}_{precision}{SUFFIX[target]}"
+
+
+def artifact_size(path: Path) -> int:
+    """Bytes of the artifact's files (an OpenVINO .xml with its .bin)."""
+    total = path.stat().st_size
+    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
+        total += path.with_suffix(".bin").stat().st_size
+    return total
+
+
+class _Stage:
+    """Run one worker stage in a subprocess (or in-process) and return its result dict."""
+
+    command = [sys.executable, "-m", "benchmarks.worker"]  # tests swap in a crashing stand-in
+
+    def __init__(self, work: Path, isolate: bool, timeout: float, threads: int | None):
+        self.work, self.isolate, self.timeout, self.threads = work, isolate, timeout, threads
+        self.n = 0
+
+    def __call__(self, stage: str, job: dict[str, Any]) -> dict[str, Any]:
+        from benchmarks import worker
+
+        if not self.isolate:
+            return worker.do_convert(job) if stage == "convert" else worker.do_measure(job)
+        self.n += 1
+        job_path = self.work / f"job-{self.n:03d}-{stage}.json"
+        res_path = self.work / f"job-{self.n:03d}-{stage}.result.json"
+        job_path.write_text(json.dumps(job, default=str))
+        env = dict(os.environ)
+        if self.threads:
+            env["OMP_NUM_THREADS"] = str(self.threads)
+        cmd = [*self.command, stage, str(job_path), str(res_path)]
+        log_path = self.work / f"job-{self.n:03d}-{stage}.log"
+        with open(log_path, "w") as log:
+            try:
+                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=self.timeout)
+                code: int | None = proc.returncode
+            except subprocess.TimeoutExpired:
+                code = None
+        res = json.loads(res_path.read_text()) if res_path.is_file() else {"ok": False, "stage": stage}
+        if res.get("ok") or "status" in res:
+            return res
+        where = res.get("stage", stage)
+        if code is None:
+            why = f"timed out after {self.timeout:g} s during {where}"
+        elif code < 0:
+            why = f"process killed by signal {-code} during {where} (see {log_path.name})"
+        else:
+            why = f"process exited with code {code} during {where} (see {log_path.name})"
+        status = "convert-failed" if where == "convert" else LOAD_FAILED
+        return {"ok": False, "stage": where, "status": status, "reason": why}
+
+
+def _check_available(spec: RowSpec) -> str | None:
+    """Why the row cannot run here (missing backend or device), or None."""
+    from runtimes import get_runtime
+
+    cls = get_runtime(spec.runtime)
+    if not cls.is_available():
+        return f"runtime {spec.runtime!r} is not installed: pip install 'edgeseg[{cls.extra}]' -c constraints.txt"
+    try:
+        devices = [d.lower() for d in cls.devices()]
+    except Exception as exc:  # a broken install lists no devices
+        return f"runtime {spec.runtime!r} cannot list its devices ({type(exc).__name__}: {exc})"
+    if spec.device.lower() not in devices:
+        return f"runtime {spec.runtime!r} has no {spec.device} device here (has: {', '.join(devices)})"
+    return None
+
+
+def _valid_cached(path: Path, wsha: str) -> bool:
+    from runtimes.manifest import find_manifest
+
+    try:
+        man = find_manifest(path)
+    except ValueError:
+        return False
+    if man is None or not path.is_file():
+        return False
+    sha = (man.weights or {}).get("sha256")
+    return sha in (None, wsha)
+
+
+def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> RunResult:
+    """Run the whole matrix of ``cfg``; returns the run (not yet stored or reported).
+
+    Examples:
+        >>> run = run_benchmark(BenchConfig("ultralightunet-s", targets=["onnx"], precisions=["fp32"]))
+        >>> [(r.target, r.status, r.p50) for r in run.rows]
+    """
+    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    cfg.validate()
+    from edgeseg.models import get_model_cfg
+
+    mcfg = get_model_cfg(cfg.model)
+    img = cfg.img_size or int(mcfg.input_size[-1])
+    if img <= 0 or img % mcfg.divisible_by:
+        raise ValueError(f"--img-size must be a positive multiple of {mcfg.divisible_by} for {cfg.model}")
+    if mcfg.spatial_dims != 2:
+        raise ValueError(f"{cfg.model} is a {mcfg.spatial_dims}D model; edgeseg bench measures 2D models")
+    out = Path(cfg.out)
+    from edgeseg._io import check_writable_dir
+
+    check_writable_dir(out)
+    run_id = new_run_id()
+    work = out / "work" / run_id
+    work.mkdir(parents=True)
+    art_root = Path(cfg.artifacts) if cfg.artifacts else out / "artifacts"
+
+    from benchmarks.data import calibration_inputs, load_cases
+    from benchmarks.environment import capture_environment, compute_floor_ms
+
+    cases = load_cases(cfg.data, cfg.split, img, mcfg.mean, mcfg.std, mcfg.in_channels, cfg.limit)
+    inputs_path = work / "inputs.npy"
+    np.save(inputs_path, cases.inputs)
+    say(f"edgeseg bench {run_id}: {cfg.model} at {img}x{img}, {len(cases)} cases from {cfg.data} "
+        f"({cfg.split or 'all'}), threads {cfg.threads}")
+    wpath, wsha, wlabel = resolve_weights(cfg.model, cfg.weights, work)
+    env = capture_environment(cfg.threads, measure_peak=True)
+    from edgeseg.profiling import profile
+
+    macs = profile(cfg.model, img).macs
+    specs = expand_matrix(cfg.targets, cfg.precisions, cfg.devices, cfg.runtimes)
+    calib_path: Path | None = None
+    stage = _Stage(work, cfg.isolate, cfg.row_timeout, cfg.threads)
+    rows: list[Row] = []
+    ref_logits: np.ndarray | None = None
+    for i, spec in enumerate(specs, 1):
+        row = Row.from_spec(spec, threads=cfg.threads, isolated=cfg.isolate)
+        rows.append(row)
+        why = _check_available(spec)
+        if why:
+            row.fail(UNAVAILABLE, why)
+            say(f"[{i}/{len(specs)}] {spec.label}: unavailable ({why})")
+            continue
+        if spec.is_reference:
+            artifact, row.size_bytes = wpath, wpath.stat().st_size
+        else:
+            artifact = artifact_path(art_root, cfg.model, img, wsha, spec.target, spec.precision)
+            if cfg.reuse and _valid_cached(artifact, wsha):
+                row.reused = True
+            else:
+                if spec.precision == "int8" and calib_path is None:
+                    calib_path = work / "calibration.npy"
+                    np.save(calib_path, calibration_inputs(cfg.data, img, mcfg.mean, mcfg.std, mcfg.in_channels,
+                                                           cfg.calibration))
+                job = {"model": cfg.model, "weights": str(wpath), "target": spec.target,
+                       "precision": spec.precision, "artifact": str(artifact), "img_size": img,
+                       "calibration": str(calib_path) if spec.precision == "int8" else None,
+                       "options": cfg.convert_options.get(spec.target, {})}
+                say(f"[{i}/{len(specs)}] {spec.label}: converting ...")
+                res = stage("convert", job)
+                if not res.get("ok"):
+                    row.fail(res.get("status", "convert-failed"), res.get("reason", "conversion failed"))
+                    say(f"[{i}/{len(specs)}] {spec.label}: {row.status} ({row.reason})")
+                    continue
+                artifact = Path(res["artifact"])
+                row.reused, row.convert_time_s = False, res.get("convert_time_s")
+            row.size_bytes = artifact_size(artifact)
+        row.artifact = str(artifact)
+        opts = dict(cfg.runtime_options.get(spec.runtime, {}))
+        if spec.is_reference:
+            opts.setdefault("model", cfg.model)
+        job = {"artifact": str(artifact), "runtime": spec.runtime, "device": spec.device, "threads": cfg.threads,
+               "options": opts, "inputs": str(inputs_path), "outputs": str(work / f"outputs-{i:03d}.npy"),
+               "warmup": cfg.warmup, "iters": None if cfg.min_time else cfg.iters, "min_time": cfg.min_time}
+        res = stage("measure", job)
+        if not res.get("ok"):
+            row.fail(res.get("status", LOAD_FAILED), res.get("reason", "measurement failed"))
+            say(f"[{i}/{len(specs)}] {spec.label}: {row.status} ({row.reason})")
+            continue
+        if "outputs_path" in res:
+            logits = np.load(res["outputs_path"])
+            Path(res["outputs_path"]).unlink()  # up to tens of MB per row; the figures are what is kept
+        else:
+            logits = res["outputs"]
+        _fill(row, res, logits, cases.masks, mcfg.num_classes)
+        if spec.is_reference:
+            ref_logits = logits
+        elif ref_logits is not None:
+            act = "sigmoid" if logits.shape[1] == 1 else "softmax"
+            for k, v in stats.fidelity(logits, ref_logits, act).items():
+                if hasattr(row, k):
+                    setattr(row, k, v)
+        judge_fidelity(row, cfg.min_agreement, cfg.max_abs_diff)
+        if row.status == OK and ref_logits is None and not spec.is_reference:
+            row.reason = "no reference outputs: fidelity not measured"
+        say(f"[{i}/{len(specs)}] {spec.label}: {row.status} p50 {row.p50:.2f} ms, Dice {row.dice:.4f}"
+            + (f", agreement {row.agreement:.4f}" if row.agreement is not None else "")
+            + (f" ({row.reason})" if row.reason else ""))
+    finalize_rows(rows)
+    for tmp in (inputs_path, calib_path):
+        if tmp is not None and not cfg.keep_work:
+            tmp.unlink(missing_ok=True)
+    config = asdict(cfg)
+    config.update(img_size=img, weights=wlabel, weights_path=str(wpath), weights_sha256=wsha, cases=len(cases),
+                  case_ids=cases.ids, macs=macs, batch=1,
+                  compute_floor_ms=compute_floor_ms(macs, env.get("peak_gflops_fp32")))
+    return RunResult(run_id=run_id, created=_now(), config=config, environment=env, rows=rows)
+
+
+def _fill(row: Row, res: dict[str, Any], logits: np.ndarray, masks: np.ndarray, num_classes: int) -> None:
+    """Copy a measure result into the row and score its outputs against the labels."""
+    samples = [float(s) for s in res["samples_ms"]]
+    row.samples_ms = samples
+    row.latency_ms = stats.latency_stats(samples)
+    row.fps = stats.fps(row.latency_ms["mean"])
+    row.load_time_ms = res.get("load_time_ms")
+    row.first_inference_ms = res.get("first_inference_ms")
+    row.peak_rss_mb = res.get("peak_rss_mb")
+    row.rss_before_load_mb = res.get("rss_before_load_mb")
+    row.runtime_info = res.get("runtime_info") or {}
+    act = "sigmoid" if num_classes == 1 else "softmax"
+    pred = stats.masks_from_logits(logits, act)
+    acc = stats.accuracy(pred, masks)
+    row.dice, row.iou, row.recall, row.seg_precision = acc["dice"], acc["iou"], acc["recall"], acc["seg_precision"]
+    row.dice_per_case = acc["dice_per_case"]
+    if row.reference:
+        row.agreement, row.agreement_min, row.max_abs_diff, row.mean_abs_diff = 1.0, 1.0, 0.0, 0.0

@@ -1,0 +1,136 @@
+"""One stage of one benchmark row, runnable in its own process: ``python -m benchmarks.worker STAGE JOB RESULT``.
+
+Stages:
+    convert: convert the model to the row's target/precision (``converters.convert_model``) at a given path;
+    measure: ``runtimes.load`` the artifact, time it, run every case and save the outputs (``.npy``).
+
+The job and the result are JSON files. The result is rewritten (atomically) as each step starts, so when the
+process dies (a segfaulting runtime, the OOM killer, a timeout) the harness still knows where it was and
+the row fails with that stage's status instead of taking the whole run down. The same functions run
+in-process when isolation is off (``--no-isolate``).
+
+Failures are classified here: a missing package or device is ``unavailable``; any other error in the
+convert stage is ``convert-failed``; in the measure stage (load or inference) ``load-failed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from benchmarks.results import CONVERT_FAILED, LOAD_FAILED, UNAVAILABLE, one_line
+
+
+def classify(stage: str, exc: BaseException) -> str:
+    """The row status of an exception raised in ``stage``."""
+    from runtimes.base import DeviceNotAvailableError
+
+    if isinstance(exc, (ImportError, DeviceNotAvailableError)):
+        return UNAVAILABLE
+    return CONVERT_FAILED if stage == "convert" else LOAD_FAILED
+
+
+def error_result(stage: str, exc: BaseException) -> dict[str, Any]:
+    msg = one_line(str(exc)) or type(exc).__name__
+    return {"ok": False, "stage": stage, "status": classify(stage, exc), "error_type": type(exc).__name__,
+            "reason": f"{type(exc).__name__}: {msg}" if stage != "convert" else msg,
+            "traceback": traceback.format_exc(limit=8)}
+
+
+def do_convert(job: dict[str, Any], progress=None) -> dict[str, Any]:
+    """Convert ``job["model"]`` with ``job["weights"]`` to ``job["artifact"]``; returns the result dict."""
+    say = progress or (lambda s: None)
+    say("convert")
+    try:
+        import numpy as np
+
+        from converters import convert_model
+
+        calib = np.load(job["calibration"]) if job.get("calibration") else None
+        t0 = time.perf_counter()
+        path = convert_model(
+            job["model"],
+            target=job["target"],
+            precision=job["precision"],
+            out=job["artifact"],
+            weights=job.get("weights"),
+            img_size=job["img_size"],
+            calibration=calib,
+            **(job.get("options") or {}),
+        )
+        return {"ok": True, "stage": "convert", "artifact": str(path), "convert_time_s": time.perf_counter() - t0}
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes the row's status
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return error_result("convert", exc)
+
+
+def do_measure(job: dict[str, Any], progress=None) -> dict[str, Any]:
+    """Load ``job["artifact"]`` with ``job["runtime"]`` on ``job["device"]`` and measure it."""
+    import numpy as np
+
+    from benchmarks.measure import measure_runtime
+
+    stage = {"now": "load"}
+
+    def say(s: str) -> None:
+        stage["now"] = s
+        if progress:
+            progress(s)
+
+    try:
+        import runtimes
+
+        inputs = np.load(job["inputs"], mmap_mode="r")
+        options = dict(job.get("options") or {})
+
+        def load():
+            return runtimes.load(job["artifact"], runtime=job["runtime"], device=job["device"],
+                                 threads=job.get("threads"), **options)
+
+        res = measure_runtime(load, inputs, warmup=job["warmup"], iters=job.get("iters"),
+                              min_time=job.get("min_time"), outputs_path=job["outputs"], progress=say)
+        res.update(ok=True, stage="done")
+        return res
+    except BaseException as exc:  # noqa: BLE001
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        res = error_result(stage["now"], exc)
+        if stage["now"] != "load":
+            res["reason"] = f"inference failed: {res['reason']}"
+        return res
+
+
+def _write(path: str, obj: dict[str, Any]) -> None:
+    from edgeseg._io import atomic_write_json
+
+    atomic_write_json(path, obj)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3 or argv[0] not in ("convert", "measure"):
+        print("usage: python -m benchmarks.worker {convert|measure} JOB.json RESULT.json", file=sys.stderr)
+        return 2
+    stage, job_path, result_path = argv
+    job = json.loads(Path(job_path).read_text())
+    if job.get("threads"):
+        # torch and BLAS read these at import; the runtimes take the explicit thread count as well
+        os.environ.setdefault("OMP_NUM_THREADS", str(job["threads"]))
+
+    def progress(s: str) -> None:
+        _write(result_path, {"ok": False, "stage": s, "pid": os.getpid()})
+
+    fn = do_convert if stage == "convert" else do_measure
+    result = fn(job, progress)
+    _write(result_path, result)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through subprocess in the tests
+    sys.exit(main())
