@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results import Row, RunResult
+from benchmarks.results import OK, Row, RunResult
 from edgeseg._io import atomic_write_json, atomic_write_text
 
 CSV_FIELDS = ("target", "precision", "runtime", "device", "status", "reason", "p50_ms", "p90_ms", "p99_ms",
@@ -19,6 +19,29 @@ CSV_FIELDS = ("target", "precision", "runtime", "device", "status", "reason", "p
               "size_bytes", "threads", "dice", "iou", "recall", "seg_precision", "dice_drop", "agreement",
               "agreement_min", "max_abs_diff", "mean_abs_diff", "psnr_db", "convert_time_s", "reused",
               "artifact")
+
+
+def performance_summary(run: RunResult) -> dict[str, Any]:
+    """Headline ratios: the fastest ok row vs torch eager FP32, int8/fp16 vs fp32 on the same runtime and
+    device, and every measured row's p50 relative to the compute floor (FLOPs / theoretical peak)."""
+    rows = [r for r in run.rows if r.status == OK and r.p50]
+    ref = run.reference
+    floor = run.config.get("compute_floor_ms")
+    out: dict[str, Any] = {"reference_p50_ms": ref.p50 if ref else None, "compute_floor_ms": floor}
+    if rows:
+        best = min(rows, key=lambda r: r.p50)
+        out["fastest"] = {"row": best.spec.label, "p50_ms": best.p50,
+                          "speedup_vs_torch": best.speedup, "x_compute_floor": best.p50 / floor if floor else None}
+    by = {(r.runtime, r.device, r.target, r.precision): r for r in run.rows if r.p50}
+    ratios = []
+    for (rt, dev, target, prec), r in by.items():
+        fp32 = by.get((rt, dev, target, "fp32"))
+        if prec != "fp32" and fp32 is not None:
+            ratios.append({"runtime": rt, "device": dev, "target": target, "precision": prec,
+                           "p50_ms": r.p50, "fp32_p50_ms": fp32.p50, "speedup_vs_fp32": fp32.p50 / r.p50})
+    out["vs_fp32_same_runtime"] = ratios
+    out["x_compute_floor"] = {r.spec.label: r.p50 / floor for r in run.rows if r.p50 and floor}
+    return out
 
 
 def row_flat(row: Row) -> dict[str, Any]:
@@ -93,6 +116,15 @@ def to_markdown(run: RunResult) -> str:
         lines += ["", f"Compute floor: {floor:.3f} ms ({cfg.get('macs', 0) / 1e9:.4f} GMAC at "
                       f"{run.environment.get('peak_gflops_fp32', 0):.0f} GFLOP/s FP32 theoretical peak of "
                       f"{run.environment.get('peak_cores')} cores)."]
+    summ = performance_summary(run)
+    if summ.get("fastest"):
+        f = summ["fastest"]
+        sp = "-" if f["speedup_vs_torch"] is None else f"{f['speedup_vs_torch']:.2f}x"
+        xf = "" if f["x_compute_floor"] is None else f", {f['x_compute_floor']:.1f}x the compute floor"
+        lines += ["", f"Fastest ok row: {f['row']} at {f['p50_ms']:.2f} ms p50 ({sp} torch eager FP32{xf})."]
+    for r in summ["vs_fp32_same_runtime"]:
+        lines.append(f"- {r['target']}/{r['precision']} on {r['runtime']} ({r['device']}): {r['p50_ms']:.2f} ms vs "
+                     f"fp32 {r['fp32_p50_ms']:.2f} ms = {r['speedup_vs_fp32']:.2f}x")
     lines += ["", "`vs torch` is the torch eager FP32 p50 divided by the row's p50; agreement is the mean "
                   "per-case Dice between the row's masks and the FP32 torch reference's; Dice is against "
                   "the labels.", ""]
@@ -108,7 +140,7 @@ def write_reports(run: RunResult, out_dir: str | Path, html: bool = True) -> dic
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
-        "json": atomic_write_json(out / "bench.json", run.to_dict()),
+        "json": atomic_write_json(out / "bench.json", {**run.to_dict(), "summary": performance_summary(run)}),
         "csv": atomic_write_text(out / "bench.csv", to_csv(run)),
         "markdown": atomic_write_text(out / "bench.md", to_markdown(run)),
     }

@@ -314,3 +314,17 @@ def test_environment_and_compute_peak():
     assert len(env["load_average"]) == 3 and env["packages"]["numpy"] == np.__version__
     assert any(r.get("name") == "onnxruntime" for r in env["runtimes"])
     json.dumps(env)
+
+
+def test_performance_summary_ratios():
+    from benchmarks.report import performance_summary
+
+    run = _run()
+    run.config["compute_floor_ms"] = 2.0
+    s = performance_summary(run)
+    assert s["fastest"]["row"] == "onnx/fp32 (onnxruntime, cpu)"
+    assert s["fastest"]["speedup_vs_torch"] == pytest.approx(2.0)
+    assert s["fastest"]["x_compute_floor"] == pytest.approx(10.0)  # 20 ms / 2 ms
+    (int8,) = s["vs_fp32_same_runtime"]
+    assert int8["precision"] == "int8" and int8["speedup_vs_fp32"] == pytest.approx(20.0 / 30.0)
+    assert s["x_compute_floor"]["torch/fp32 (torch, cpu)"] == pytest.approx(20.0)

@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--warmup", type=int, help="untimed inferences after the first (default: 10)")
     m.add_argument("--iters", type=int, help="timed inferences per row (default: 50)")
     m.add_argument("--min-time", type=float, help="time each row for at least S seconds instead of --iters")
+    m.add_argument("--runtime-option", action="append", default=[], metavar="RUNTIME.KEY=VALUE",
+                   help="backend option, repeatable (e.g. openvino.hint=THROUGHPUT, litert.xnnpack=false, "
+                        "onnxruntime.optimization=extended)")
     m.add_argument("--no-isolate", action="store_true",
                    help="run rows in this process (faster; a crash ends the run; peak memory is cumulative)")
     m.add_argument("--row-timeout", type=float, default=1800.0, help="seconds per stage of a row (default: 1800)")
@@ -90,6 +93,24 @@ def _print_rows(run) -> None:
                        "max abs", "reason"]))
 
 
+def parse_runtime_options(items: list[str], base: dict | None = None) -> dict[str, dict]:
+    """``["openvino.hint=LATENCY", ...]`` -> ``{"openvino": {"hint": "LATENCY"}}`` (values read as YAML)."""
+    import yaml
+
+    from runtimes import list_runtimes
+
+    out = {k: dict(v) for k, v in (base or {}).items()}
+    for item in items:
+        head, sep, value = item.partition("=")
+        rt, dot, key = head.partition(".")
+        if not sep or not dot or not key:
+            raise ValueError(f"--runtime-option {item!r}: use RUNTIME.KEY=VALUE, e.g. openvino.hint=LATENCY")
+        if rt not in list_runtimes():
+            raise ValueError(f"--runtime-option {item!r}: unknown runtime {rt!r}; valid: {', '.join(list_runtimes())}")
+        out.setdefault(rt, {})[key] = yaml.safe_load(value)
+    return out
+
+
 def _config(args):
     from benchmarks.harness import BenchConfig
     from benchmarks.suite import load_suite
@@ -123,7 +144,8 @@ def _config(args):
         calibration=pick("calibration"), out=args.out, artifacts=args.artifacts, reuse=not args.no_reuse,
         isolate=not args.no_isolate, row_timeout=args.row_timeout, suite=suite.get("name"),
         min_agreement=fid.get("min_agreement") or {}, max_abs_diff=fid.get("max_abs_diff") or {},
-        runtime_options=suite.get("runtime_options") or {}, convert_options=suite.get("convert_options") or {},
+        runtime_options=parse_runtime_options(args.runtime_option, suite.get("runtime_options")),
+        convert_options=suite.get("convert_options") or {},
     ), suite.get("gates") or {}
 
 
