@@ -217,20 +217,20 @@ def run_demo(config: DemoConfig, segmenter: Segmenter | None = None, source: Sou
                              max_frames=synth_frames)
     if isinstance(source, SyntheticSource) and source.max_frames is not None and max_frames is None:
         max_frames = source.max_frames
+    if display is None and not config.headless:
+        display = Display()  # no GUI here: say so before loading anything
     owns_segmenter = segmenter is None
-    if segmenter is None:
-        segmenter = open_segmenter(config.artifact, config.model, runtime=config.runtime, device=config.device,
-                                   threads=config.threads, threshold=config.threshold)
     try:
-        if display is None and not config.headless:
-            display = Display()
+        if segmenter is None:
+            segmenter = open_segmenter(config.artifact, config.model, runtime=config.runtime,
+                                       device=config.device, threads=config.threads, threshold=config.threshold)
         source.open()  # fails here (no camera, unreadable file) before anything is written
         return _loop(config, segmenter, source, display, max_frames, on_frame)
     finally:
         source.close()
         if display is not None:
             display.close()
-        if owns_segmenter:
+        if owns_segmenter and segmenter is not None:
             segmenter.runtime.close()
 
 
@@ -260,7 +260,7 @@ def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_
     try:
         with _sigterm_as_interrupt():
             reader.start()
-            t_start = time.perf_counter()
+            t_start, wall0 = time.perf_counter(), time.time()
             while max_frames is None or frames < max_frames:
                 if state.paused and display is not None and last_annotated is not None:
                     _keys(display.show(last_annotated), state, last_annotated, config)
@@ -332,6 +332,7 @@ def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_
         if log is not None:
             outputs["log"] = f"{log.close()} ({log.records} records)"
         if server is not None:
+            outputs["stream"] = server.url
             server.close()
         if state.snapshots:
             outputs["snapshots"] = ", ".join(state.snapshots)

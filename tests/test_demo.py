@@ -1,0 +1,427 @@
+"""The endoscopy demo (apps/endoscopy, `edgeseg demo`): counts, recording, overlay geometry, failure exits.
+
+Every test runs headless on a short generated video or the synthetic sequence with a tiny ONNX artifact
+(ultralightunet-t at 64x64) or an "oracle" runtime whose logits come from the frame itself, so the mask the
+demo must draw is known exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+from apps.endoscopy import (  # noqa: E402
+    EXIT_CODES,
+    DemoConfig,
+    LatestFrameGrabber,
+    MaskInfo,
+    MjpegServer,
+    Segmenter,
+    Source,
+    SourceError,
+    VideoFileSource,
+    analyse_mask,
+    open_segmenter,
+    render,
+    run_demo,
+)
+from apps.endoscopy.overlay import HudInfo, hud_box  # noqa: E402
+from apps.endoscopy.pipeline import LoopState, handle_key  # noqa: E402
+from runtimes import Runtime  # noqa: E402
+from runtimes.manifest import Manifest, Preprocessing, TensorSpec  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
+from tests.test_packaging import _BLOCK_TORCH  # noqa: E402
+
+N_FRAMES = 24
+FRAME_HW = (72, 96)  # not the model's 64x64: the mask must be mapped back to the frame
+
+
+def _disc_frame(i: int) -> tuple[np.ndarray, np.ndarray]:
+    """RGB frame i of the test clip (a white disc moving over a dark textured background) and its mask."""
+    h, w = FRAME_HW
+    yy, xx = np.mgrid[:h, :w]
+    bg = (40 + 15 * np.sin(xx / 5.0) * np.cos(yy / 7.0)).astype(np.uint8)
+    rgb = np.stack([bg, bg // 2 + 10, bg // 3 + 5], axis=-1)
+    cy, cx, r = 36, 20 + 2 * i, 14
+    mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.uint8)
+    rgb[mask > 0] = (250, 250, 250)
+    return np.ascontiguousarray(rgb), mask
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """A short MJPG .avi written with cv2.VideoWriter."""
+    path = tmp_path_factory.mktemp("clip") / "clip.avi"
+    h, w = FRAME_HW
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (w, h))
+    assert wr.isOpened()
+    for i in range(N_FRAMES):
+        wr.write(cv2.cvtColor(_disc_frame(i)[0], cv2.COLOR_RGB2BGR))
+    wr.release()
+    return path
+
+
+def _decode_count(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+@pytest.fixture(scope="module")
+def onnx_artifact(tmp_path_factory) -> Path:
+    """ultralightunet-t exported at 64x64 (legacy exporter, opset 17) with its manifest."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from edgeseg import create_model
+
+    out = tmp_path_factory.mktemp("artifact") / "ult-t-64.onnx"
+    model = create_model("ultralightunet-t").eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's tracer warnings
+        torch.onnx.export(model, torch.zeros(1, 3, 64, 64), str(out), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"])
+    Manifest(artifact=out.name, target="onnx", precision="fp32", model="ultralightunet-t",
+             inputs=[TensorSpec("input", [1, 3, 64, 64])], outputs=[TensorSpec("logits", [1, 1, 64, 64])],
+             preprocessing=Preprocessing(size=[64, 64])).save(str(out) + ".json")
+    return out
+
+
+class OracleRuntime(Runtime):
+    """A runtime whose logits say "polyp" where the input is bright: the demo's expected mask is known."""
+
+    name = "oracle"
+    module = "numpy"
+
+    def __init__(self, size: int = 64, fail_after: int | None = None):
+        manifest = Manifest(artifact="oracle", target="onnx", precision="fp32", model="oracle",
+                            inputs=[TensorSpec("input", [1, 3, size, size])],
+                            outputs=[TensorSpec("logits", [1, 1, size, size])],
+                            preprocessing=Preprocessing(size=[size, size]))
+        super().__init__("oracle", manifest=manifest)
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def _load_impl(self) -> None:
+        pass
+
+    def _infer_impl(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise RuntimeError("device lost")
+        # white (normalised ~ +2) -> positive, dark background (~ -1.5) -> negative
+        return (x[:, :1] * 4.0).astype(np.float32)
+
+
+def _oracle_segmenter(**kw) -> Segmenter:
+    return Segmenter(OracleRuntime(**kw).load())
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeseg", "demo", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# ---- end to end ---------------------------------------------------------------------------------------
+def test_headless_cli_file_every_frame_logged_and_recorded(clip, onnx_artifact, tmp_path):
+    rec, log = tmp_path / "out.avi", tmp_path / "out.jsonl"
+    res = _cli("--artifact", str(onnx_artifact), "--source", str(clip), "--headless", "--record", str(rec),
+               "--log", str(log), "--summary-json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    frames_in = _decode_count(clip)
+    assert frames_in == N_FRAMES
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert summary["status"] == "completed"
+    assert summary["frames"] == len(records) == frames_in and summary["dropped"] == 0
+    assert [r["frame"] for r in records] == list(range(frames_in))
+    assert [r["source_frame"] for r in records] == list(range(frames_in))
+    for r in records:
+        assert {"frame", "timestamp", "infer_ms", "mask_area_pct", "polyps"} <= set(r)
+        assert r["infer_ms"] > 0 and 0 <= r["mask_area_pct"] <= 100
+    ts = [r["timestamp"] for r in records]
+    assert ts == sorted(ts)
+    assert _decode_count(rec) == frames_in
+    cap = cv2.VideoCapture(str(rec))
+    assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == FRAME_HW[::-1]
+    cap.release()
+    lat = summary["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["max"]
+    assert summary["info"]["runtime"] == "onnxruntime" and summary["info"]["model"] == "ultralightunet-t"
+    assert set(summary["stages_ms"]) == {"read", "pre", "infer", "post", "overlay", "output"}
+    # no temp files left beside the outputs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.avi", "out.jsonl"]
+
+
+def test_overlay_is_exactly_where_the_mask_is(clip, tmp_path):
+    """Oracle runtime: the drawn mask matches the disc; the tint covers every mask pixel and nothing else."""
+    seen = []
+    summary = run_demo(DemoConfig(source=str(clip), headless=True, log=str(tmp_path / "l.jsonl")),
+                       segmenter=_oracle_segmenter(), on_frame=seen.append)
+    assert summary.status == "completed" and summary.frames == N_FRAMES == len(seen)
+    hud = None
+    for i, fr in enumerate(seen):
+        truth = _disc_frame(i)[1]
+        inter, union = (fr.mask & truth).sum(), (fr.mask | truth).sum()
+        assert inter / union > 0.9  # geometry survives 96x72 -> 64x64 -> 96x72 (no flip, no shift)
+        # the overlay without the HUD and boxes: changed pixels == mask pixels, exactly
+        info = analyse_mask(fr.mask)
+        plain = render(fr.frame, fr.mask, MaskInfo([], info.pixels, info.area_pct), hud=None)
+        changed = (plain != fr.frame).any(axis=2)
+        assert np.array_equal(changed, fr.mask.astype(bool)), i
+        # the recorded frame (HUD + boxes included): every mask pixel tinted, nothing changed outside mask,
+        # boxes, labels and HUD
+        changed = (fr.annotated != fr.frame).any(axis=2)
+        assert changed[fr.mask > 0].all()
+        hud = hud or HudInfo("oracle", "oracle", "cpu", "fp32")
+        x, y, w, h = hud_box(fr.frame.shape, hud)
+        allowed = fr.mask.astype(bool).copy()
+        allowed[y:y + h, x:x + w] = True
+        for r in info.regions:
+            allowed[max(0, r.y - 16):r.y + r.h + 1, max(0, r.x - 1):r.x + r.w + 40] = True
+        assert not (changed & ~allowed).any(), i
+        # the tint is green: mask pixels move towards (0, 255, 0)
+        px = plain[fr.mask > 0].astype(int) - fr.frame[fr.mask > 0].astype(int)
+        assert (px[:, 1] >= 0).all() and (px[:, 0] < 0).all() and (px[:, 2] < 0).all()
+
+
+def test_synthetic_source_by_default_and_area_in_log(tmp_path):
+    log = tmp_path / "s.jsonl"
+    summary = run_demo(DemoConfig(headless=True, log=str(log), max_frames=6, size=64, serve=0),
+                       segmenter=_oracle_segmenter())
+    assert summary.status == "completed" and summary.frames == 6
+    assert summary.info["source"].startswith("synthetic")
+    assert summary.outputs["stream"].startswith("http://127.0.0.1:")
+    records = [json.loads(x) for x in log.read_text().splitlines()]
+    for r in records:
+        assert r["mask_pixels"] == round(r["mask_area_pct"] / 100 * 64 * 64)
+        assert r["polyps"] == len(r["regions"])
+
+
+# ---- failure handling --------------------------------------------------------------------------------
+class VanishingCamera(Source):
+    """A live camera that delivers ``n`` frames and then nothing (unplugged)."""
+
+    live = True
+    finite = False
+    name = "fake camera"
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n, self.i = n, 0
+
+    def _read(self) -> np.ndarray | None:
+        if self.i >= self.n:
+            return None
+        self.i += 1
+        time.sleep(0.005)
+        return _disc_frame(self.i % N_FRAMES)[0]
+
+
+def test_vanishing_camera_exits_3_with_recording_finalised(tmp_path):
+    rec, log = tmp_path / "cam.avi", tmp_path / "cam.jsonl"
+    cfg = DemoConfig(headless=True, record=str(rec), log=str(log), camera_timeout=0.3)
+    summary = run_demo(cfg, segmenter=_oracle_segmenter(), source=VanishingCamera(12))
+    assert summary.status == "source-lost" and EXIT_CODES[summary.status] == 3
+    assert "stopped delivering frames after 12 frames" in summary.message
+    assert summary.captured == 12 and summary.frames + summary.dropped == 12 and summary.frames >= 1
+    assert _decode_count(rec) == summary.frames
+    assert len(log.read_text().splitlines()) == summary.frames
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.avi", "cam.jsonl"]
+
+
+def test_runtime_failure_mid_stream_keeps_what_was_recorded(clip, tmp_path):
+    rec = tmp_path / "r.avi"
+    # the oracle fails on its 7th call: the untimed first pass + frames 0-4 succeed, frame 5 fails
+    summary = run_demo(DemoConfig(source=str(clip), headless=True, record=str(rec)),
+                       segmenter=_oracle_segmenter(fail_after=6))
+    assert summary.status == "error" and EXIT_CODES["error"] == 1 and "device lost" in summary.message
+    assert summary.frames == 5
+    assert _decode_count(rec) == 5
+
+
+def test_ctrl_c_finalises_outputs(clip, tmp_path):
+    rec, log = tmp_path / "i.avi", tmp_path / "i.jsonl"
+
+    def stop_at_7(fr):
+        if fr.record["frame"] == 6:
+            raise KeyboardInterrupt
+
+    summary = run_demo(DemoConfig(source=str(clip), headless=True, record=str(rec), log=str(log)),
+                       segmenter=_oracle_segmenter(), on_frame=stop_at_7)
+    assert summary.status == "interrupted" and EXIT_CODES["interrupted"] == 0
+    # frame 6 was written before the callback raised
+    assert _decode_count(rec) == 7 and len(log.read_text().splitlines()) == 7
+
+
+@pytest.mark.parametrize("source, message", [
+    ("7", "cannot open camera 7"),
+    ("/dev/video77", "no camera at /dev/video77"),
+    ("missing.mp4", "no such file"),
+    ("BAD", "cannot read video"),
+])
+def test_bad_sources_exit_2_in_one_line(source, message, onnx_artifact, tmp_path):
+    if source == "BAD":
+        bad = tmp_path / "bad.mp4"
+        bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+        source = str(bad)
+    rec = tmp_path / "never.avi"
+    res = _cli("--artifact", str(onnx_artifact), "--source", source, "--headless", "--record", str(rec))
+    last = res.stderr.strip().splitlines()[-1]
+    assert res.returncode == 2 and last.startswith("edgeseg: error:") and message in last, res.stderr
+    assert "Traceback" not in res.stderr and not list(tmp_path.glob("*.avi"))
+
+
+def test_artifact_model_mismatches_exit_2(onnx_artifact, tmp_path):
+    res = _cli("--artifact", str(onnx_artifact), "--model", "ultralightunet-s", "--headless", "--max-frames", "2")
+    assert res.returncode == 2 and "converted from 'ultralightunet-t', not 'ultralightunet-s'" in res.stderr
+    # a manifest that claims 96x96 for a 64x64 model: caught by the warm-up, before any frame
+    lying = tmp_path / "lying.onnx"
+    lying.write_bytes(onnx_artifact.read_bytes())
+    m = Manifest.load(str(onnx_artifact) + ".json")
+    m.artifact, m.inputs[0].shape, m.outputs[0].shape = lying.name, [1, 3, 96, 96], [1, 1, 96, 96]
+    m.preprocessing.size = [96, 96]
+    m.save(str(lying) + ".json")
+    with pytest.raises(ValueError, match="do not match"):
+        open_segmenter(str(lying))
+    with pytest.raises(FileNotFoundError):
+        open_segmenter(str(tmp_path / "nope.onnx"))
+    with pytest.raises(ValueError, match="--artifact PATH"):
+        open_segmenter()
+
+
+@pytest.mark.skipif(bool(os.environ.get("DISPLAY")) and not re.search(r"GUI:\s+NONE", cv2.getBuildInformation()),
+                    reason="this OpenCV can open a window here")
+def test_window_without_gui_says_use_headless(onnx_artifact):
+    res = _cli("--artifact", str(onnx_artifact), "--max-frames", "2")
+    assert res.returncode == 2 and "--headless" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_unreadable_file_source_raises_source_error(tmp_path):
+    p = tmp_path / "empty.avi"
+    p.write_bytes(b"")
+    with pytest.raises(SourceError, match="cannot (read|decode) video"):
+        VideoFileSource(p).open()
+
+
+# ---- capture thread ----------------------------------------------------------------------------------
+class CountingSource(Source):
+    """A fast live source of numbered frames (the number is in pixel [0, 0])."""
+
+    live = True
+    finite = True
+    name = "counter"
+
+    def __init__(self, n: int, period_s: float):
+        super().__init__()
+        self.n, self.i, self.period_s = n, 0, period_s
+
+    def _read(self) -> np.ndarray | None:
+        if self.i >= self.n:
+            return None
+        time.sleep(self.period_s)
+        f = np.zeros((4, 4, 3), np.uint8)
+        f[0, 0, 0], f[0, 0, 1] = self.i % 256, self.i // 256
+        self.i += 1
+        return f
+
+
+def test_latest_frame_grabber_serves_newest_and_counts_drops():
+    grabber = LatestFrameGrabber(CountingSource(120, 0.001), pace=False).start()
+    got = []
+    try:
+        while (fr := grabber.get(timeout=5.0)) is not None:
+            got.append(fr.index)
+            assert int(fr.image[0, 0, 0]) + 256 * int(fr.image[0, 0, 1]) == fr.index
+            time.sleep(0.01)  # a slow consumer: ~10 frames arrive per frame consumed
+    finally:
+        grabber.stop()
+    assert got == sorted(set(got)) and got[-1] == 119  # increasing, and the newest frame is never lost
+    assert grabber.captured == 120 and len(got) + grabber.dropped == 120 and grabber.dropped > 50
+
+
+def test_realtime_synthetic_drops_stale_frames_never_queues(tmp_path):
+    """A 1 kHz 'camera' and a slow model: the demo processes far fewer frames than arrive, lag stays bounded."""
+    class SlowOracle(OracleRuntime):
+        def _infer_impl(self, x):
+            time.sleep(0.02)
+            return super()._infer_impl(x)
+
+    log = tmp_path / "rt.jsonl"
+    summary = run_demo(DemoConfig(headless=True, log=str(log)), segmenter=Segmenter(SlowOracle().load()),
+                       source=CountingSource(200, 0.001))
+    records = [json.loads(x) for x in log.read_text().splitlines()]
+    assert summary.captured == 200 and summary.frames + summary.dropped == 200 and summary.dropped > 100
+    assert len(records) == summary.frames
+    idx = [r["source_frame"] for r in records]
+    assert idx == sorted(set(idx)) and idx[-1] == 199
+
+
+# ---- keys, server, torch-free ------------------------------------------------------------------------
+def test_keys():
+    s = LoopState(threshold=0.5)
+    handle_key(ord("+"), s)
+    handle_key(ord("+"), s)
+    assert s.threshold == 0.6
+    for _ in range(20):
+        handle_key(ord("-"), s)
+    assert s.threshold == 0.05
+    handle_key(ord(" "), s)
+    assert s.paused
+    handle_key(ord(" "), s)
+    assert not s.paused
+    assert handle_key(ord("s"), s) == "snapshot"
+    assert handle_key(-1, s) is None and not s.quit
+    handle_key(ord("q"), s)
+    assert s.quit
+
+
+def test_mjpeg_server_streams_the_published_frame():
+    frame = _disc_frame(0)[0]
+    with MjpegServer(0, title="test") as srv:
+        srv.publish(frame, {"frame": 0, "fps": 1.0, "infer_ms": 2.0, "polyps": 1, "area_pct": 3.0})
+        page = urllib.request.urlopen(srv.url, timeout=5).read().decode()
+        assert '<img src="/stream.mjpg"' in page and "test" in page
+        jpg = urllib.request.urlopen(srv.url + "frame.jpg", timeout=5).read()
+        img = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        assert img.shape == frame.shape and np.abs(img.astype(int) - frame).mean() < 6  # JPEG-close, RGB order
+        assert json.loads(urllib.request.urlopen(srv.url + "stats.json", timeout=5).read())["polyps"] == 1
+        resp = urllib.request.urlopen(srv.url + "stream.mjpg", timeout=5)
+        assert resp.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        threading.Timer(0.2, srv.publish, args=(frame,)).start()
+        head = resp.read(200)
+        assert head.startswith(b"--edgesegframe\r\nContent-Type: image/jpeg") and b"\xff\xd8" in head
+        resp.close()
+
+
+def test_demo_runs_without_torch_on_an_onnx_artifact(clip, onnx_artifact, tmp_path):
+    log = tmp_path / "nt.jsonl"
+    code = _BLOCK_TORCH + f"""
+import runpy
+sys.argv = ["apps.endoscopy", "--artifact", {str(onnx_artifact)!r}, "--source", {str(clip)!r},
+            "--headless", "--log", {str(log)!r}, "--max-frames", "5"]
+try:
+    runpy.run_module("apps.endoscopy", run_name="__main__")
+except SystemExit as e:
+    assert e.code == 0, e.code
+assert "torch" not in sys.modules
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr
+    assert len(log.read_text().splitlines()) == 5
