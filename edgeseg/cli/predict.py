@@ -1,0 +1,197 @@
+"""Segment images, a folder of images, or a video; write masks and overlays.
+
+Examples:
+  edgeseg predict --artifact exports/ultralightunet-s_fp32.onnx --input frames/ --out preds/
+  edgeseg predict --artifact model.xml --input clip.mp4 --out preds/ --device cpu --threads 2
+  edgeseg predict --weights runs/exp1/best.pt --input polyp.jpg --out preds/      (torch reference)
+
+For each image: <name>_mask.png (0/255; class labels spread over 0-255 for multi-class) and
+<name>_overlay.jpg; for a video: <name>_overlay.mp4 (or .avi). predictions.json lists every output with
+its foreground fraction and inference time. --artifact runs through the device-side `runtimes` package
+only (no torch); --weights/--model use the torch reference runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from edgeseg.cli._format import add_format_argument, print_json
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+_FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("model (one of)")
+    src.add_argument("--artifact", help="converted model (.onnx, .xml, .tflite) with its manifest beside it")
+    src.add_argument("--weights", help="edgeseg checkpoint (.pt), run with the torch reference runtime")
+    src.add_argument("--model", help="registered model name (shipped weights; with --weights: for a bare "
+                                     "state_dict)")
+    p.add_argument("--input", required=True, help="an image, a folder of images, or a video file")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--runtime", default=None, help="backend (default: from the artifact's manifest)")
+    p.add_argument("--device", default="cpu", help="device of the backend (see `edgeseg devices`)")
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: the backend's)")
+    p.add_argument("--threshold", type=float, default=None, help="mask threshold (default: the manifest's)")
+    p.add_argument("--batch", type=int, default=1, help="images per inference call (default 1)")
+    p.add_argument("--alpha", type=float, default=0.4, help="overlay opacity (default 0.4)")
+    p.add_argument("--overlay-format", choices=["jpg", "png"], default="jpg", help="overlay image format")
+    p.add_argument("--video-format", choices=["mp4", "avi"], default="mp4",
+                   help="overlay video container (mp4: mp4v, avi: MJPG)")
+    add_format_argument(p, ("text", "json"))
+
+
+def _open_runner(args: argparse.Namespace) -> Any:
+    import runtimes
+
+    given = [n for n in ("artifact", "weights") if getattr(args, n)]
+    if len(given) > 1:
+        raise ValueError("pass one of --artifact or --weights, not both")
+    if args.artifact:
+        if args.model:
+            raise ValueError("--model goes with --weights (or alone), not with --artifact")
+        return runtimes.load(args.artifact, runtime=args.runtime, device=args.device, threads=args.threads)
+    if args.runtime not in (None, "torch"):
+        raise ValueError(f"--weights/--model run on the torch reference runtime, not {args.runtime!r}; "
+                         "convert the model (`edgeseg convert`) and pass --artifact to use another runtime")
+    if args.weights:
+        if not Path(args.weights).is_file():
+            raise FileNotFoundError(f"weights file not found: {args.weights}")
+        opts = {"model": args.model} if args.model else {}
+        return runtimes.load(args.weights, runtime="torch", device=args.device, threads=args.threads, **opts)
+    if args.model:
+        return runtimes.load(args.model, runtime="torch", device=args.device, threads=args.threads)
+    raise ValueError("say which model to run: --artifact PATH, --weights CKPT or --model NAME")
+
+
+def _inputs(path: Path) -> tuple[str, list[Path]]:
+    from runtimes.processing import IMAGE_SUFFIXES
+
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return "images", files
+    if not path.is_file():
+        raise FileNotFoundError(f"input not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return "video", [path]
+    if suffix in IMAGE_SUFFIXES:
+        return "images", [path]
+    raise ValueError(f"{path}: unknown input type {suffix!r}; give an image ({', '.join(IMAGE_SUFFIXES)}), "
+                     f"a folder of images, or a video ({', '.join(VIDEO_SUFFIXES)})")
+
+
+def _stems(files: list[Path]) -> list[str]:
+    """Output names: the file stem, or the full name where two inputs share a stem."""
+    stems = [f.stem for f in files]
+    return [f.name if stems.count(f.stem) > 1 else f.stem for f in files]
+
+
+def _predict_images(runner: Any, files: list[Path], out: Path, args: argparse.Namespace) -> list[dict]:
+    from runtimes.processing import mask_to_png, overlay, postprocess, preprocess, read_image, write_image
+
+    m = runner.manifest
+    rows = []
+    names = _stems(files)
+    for start in range(0, len(files), args.batch):
+        chunk = list(range(start, min(start + args.batch, len(files))))
+        frames = [read_image(files[i]) for i in chunk]
+        batch, infos = preprocess(frames, m.preprocessing)
+        t0 = time.perf_counter()
+        logits = runner.infer(batch)
+        ms = (time.perf_counter() - t0) * 1000.0 / len(chunk)
+        masks = postprocess(logits, infos, m.postprocessing, threshold=args.threshold)
+        for i, frame, mask in zip(chunk, frames, masks):
+            mask_path = out / f"{names[i]}_mask.png"
+            over_path = out / f"{names[i]}_overlay.{args.overlay_format}"
+            write_image(mask_path, mask_to_png(mask, m.postprocessing.num_classes))
+            write_image(over_path, overlay(frame, mask, alpha=args.alpha))
+            rows.append({"input": str(files[i]), "mask": str(mask_path), "overlay": str(over_path),
+                         "size": list(frame.shape[:2]), "foreground": round(float((mask > 0).mean()), 6),
+                         "infer_ms": round(ms, 3)})
+    return rows
+
+
+def _predict_video(runner: Any, path: Path, out: Path, args: argparse.Namespace) -> list[dict]:
+    from edgeseg._deps import require
+    from edgeseg._io import atomic_path
+    from runtimes.processing import overlay, postprocess, preprocess
+
+    cv2 = require("cv2", "video prediction")
+    m = runner.manifest
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError(f"{path}: OpenCV cannot open this video (try an .mp4 or .avi file)")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    dest = out / f"{path.stem}_overlay.{args.video_format}"
+    frames, times, fg = 0, [], []
+    try:
+        with atomic_path(dest) as tmp:
+            writer = None
+            try:
+                while True:
+                    ok, bgr = cap.read()
+                    if not ok:
+                        break
+                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    batch, infos = preprocess(rgb, m.preprocessing)
+                    t0 = time.perf_counter()
+                    logits = runner.infer(batch)
+                    times.append((time.perf_counter() - t0) * 1000.0)
+                    mask = postprocess(logits, infos, m.postprocessing, threshold=args.threshold)[0]
+                    fg.append(float((mask > 0).mean()))
+                    shown = cv2.cvtColor(overlay(rgb, mask, alpha=args.alpha), cv2.COLOR_RGB2BGR)
+                    if writer is None:
+                        h, w = shown.shape[:2]
+                        fourcc = cv2.VideoWriter_fourcc(*_FOURCC["." + args.video_format])
+                        writer = cv2.VideoWriter(str(tmp), fourcc, fps, (w, h))
+                        if not writer.isOpened():
+                            raise ValueError(f"OpenCV cannot write {args.video_format} video here; "
+                                             "try --video-format avi")
+                    writer.write(shown)
+                    frames += 1
+            finally:
+                if writer is not None:
+                    writer.release()
+            if frames == 0:
+                raise ValueError(f"{path}: no frames could be read from this video")
+    finally:
+        cap.release()
+    times.sort()
+    return [{"input": str(path), "overlay": str(dest), "frames": frames, "fps": fps,
+             "foreground_mean": round(sum(fg) / len(fg), 6),
+             "infer_ms_median": round(times[len(times) // 2], 3)}]
+
+
+def main(args: argparse.Namespace) -> int:
+    from edgeseg._io import atomic_write_json, check_writable_dir
+
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+    kind, files = _inputs(Path(args.input))
+    out = check_writable_dir(args.out)
+    with _open_runner(args) as runner:
+        if kind == "video":
+            rows = _predict_video(runner, files[0], out, args)
+        else:
+            rows = _predict_images(runner, files, out, args)
+        info = runner.info()
+    summary = {"runtime": info, "threshold": args.threshold if args.threshold is not None
+               else runner.manifest.postprocessing.threshold, "outputs": rows}
+    atomic_write_json(out / "predictions.json", summary)
+    if args.format == "json":
+        print_json(summary)
+        return 0
+    what = f"{rows[0]['frames']} video frames" if kind == "video" else f"{len(rows)} image(s)"
+    print(f"segmented {what} with {info['runtime']} {info.get('version') or ''} on {info['device']}; "
+          f"wrote to {out} (see predictions.json)")
+    return 0
