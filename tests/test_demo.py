@@ -245,6 +245,32 @@ def test_vanishing_camera_exits_3_with_recording_finalised(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.avi", "cam.jsonl"]
 
 
+def test_model_name_runs_through_the_torch_runtime(tmp_path):
+    torch = pytest.importorskip("torch")
+    from runtimes.torch_runtime import TorchRuntime
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights warning
+        seg = open_segmenter(model="ultralightunet-t", threads=1, warm_up=1)
+    try:
+        assert isinstance(seg.runtime, TorchRuntime) and seg.size == (256, 256)
+        # the same frame through the demo's pre/post-processing and directly through the torch model
+        frame = _disc_frame(0)[0]
+        res = seg(frame, threshold=0.5)
+        x = (cv2.resize(frame, (256, 256), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
+             - np.float32([0.485, 0.456, 0.406])) / np.float32([0.229, 0.224, 0.225])
+        with torch.no_grad():
+            ref = seg.runtime.model(torch.from_numpy(x.transpose(2, 0, 1)[None].copy())).numpy()
+        ref = cv2.resize(1 / (1 + np.exp(-ref[0, 0])), FRAME_HW[::-1], interpolation=cv2.INTER_LINEAR) > 0.5
+        assert res.mask.shape == FRAME_HW and (res.mask == ref).mean() > 0.99
+        summary = run_demo(DemoConfig(headless=True, max_frames=2, size=64), segmenter=seg)
+        assert summary.frames == 2 and summary.info["runtime"] == "torch"
+    finally:
+        seg.runtime.close()
+    with pytest.raises(ValueError, match="torch runtime"):
+        open_segmenter(model="ultralightunet-t", runtime="onnxruntime")
+
+
 def test_runtime_failure_mid_stream_keeps_what_was_recorded(clip, tmp_path):
     rec = tmp_path / "r.avi"
     # the oracle fails on its 7th call: the untimed first pass + frames 0-4 succeed, frame 5 fails
