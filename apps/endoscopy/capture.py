@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from apps.endoscopy import _cv
+
 SYNTHETIC = "synthetic"
 
 
@@ -106,11 +108,6 @@ class Source:
         pass
 
 
-def _cv2():
-    from edgeseg._deps import require
-
-    return require("cv2", "the endoscopy demo")
-
 
 class _CaptureSource(Source):
     """Common code of the OpenCV ``VideoCapture`` sources."""
@@ -139,7 +136,7 @@ class _CaptureSource(Source):
             self._close()
             raise SourceError(what)
         self._first = _to_rgb(frame)
-        fps = float(self._cap.get(_cv2().CAP_PROP_FPS) or 0.0)
+        fps = float(self._cap.get(_cv.cv2().CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 1000 else None
 
 
@@ -159,7 +156,7 @@ def _quiet_opencv(cv2: Any) -> Iterator[None]:
 
 def _to_rgb(frame: np.ndarray) -> np.ndarray:
     """An OpenCV frame (BGR, BGRA or grey) as RGB uint8."""
-    cv2 = _cv2()
+    cv2 = _cv.cv2()
     if frame.ndim == 2 or frame.shape[2] == 1:
         return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
     if frame.shape[2] == 4:
@@ -179,7 +176,7 @@ class CameraSource(_CaptureSource):
         self.name = f"camera {device}"
 
     def _open(self) -> None:
-        cv2 = _cv2()
+        cv2 = _cv.cv2()
         if isinstance(self.device, str) and not Path(self.device).exists():
             raise SourceError(f"no camera at {self.device} (the device does not exist); check the cable and "
                               "`ls /dev/video*`, or use --source FILE.mp4 / --source synthetic")
@@ -202,7 +199,7 @@ class VideoFileSource(_CaptureSource):
         self.name = self.path.name
 
     def _open(self) -> None:
-        cv2 = _cv2()
+        cv2 = _cv.cv2()
         if not self.path.is_file():
             raise FileNotFoundError(f"video file not found: {self.path}")
         self._cap = cv2.VideoCapture(str(self.path))
@@ -218,7 +215,7 @@ class VideoFileSource(_CaptureSource):
         """The container's frame count (may be an estimate; None when unknown)."""
         if self._cap is None:
             return None
-        n = int(self._cap.get(_cv2().CAP_PROP_FRAME_COUNT) or 0)
+        n = int(self._cap.get(_cv.cv2().CAP_PROP_FRAME_COUNT) or 0)
         return n if n > 0 else None
 
 

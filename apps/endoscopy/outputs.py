@@ -16,16 +16,12 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from apps.endoscopy import _cv
 from edgeseg._io import atomic_path
 
 # container suffix -> FourCC that this OpenCV/FFmpeg build writes (see TOOLCHAIN.md)
 CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "MJPG", ".mov": "mp4v"}
 
-
-def _cv2():
-    from edgeseg._deps import require
-
-    return require("cv2", "the endoscopy demo")
 
 
 class _AtomicFile:
@@ -72,7 +68,7 @@ class VideoRecorder:
         self._size: tuple[int, int] | None = None
 
     def write(self, frame: np.ndarray) -> None:
-        cv2 = _cv2()
+        cv2 = _cv.cv2()
         h, w = frame.shape[:2]
         if self._writer is None:
             self._file = _AtomicFile(self.path)

@@ -12,16 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from apps.endoscopy import _cv
 from runtimes.processing import overlay
 
 BOX_COLOR = (255, 220, 0)  # RGB
 TEXT_COLOR = (255, 255, 255)
 
-
-def _cv2():
-    from edgeseg._deps import require
-
-    return require("cv2", "the endoscopy demo")
 
 
 @dataclass(frozen=True)
@@ -67,7 +63,7 @@ def analyse_mask(mask: np.ndarray, min_area_pct: float = 0.05) -> MaskInfo:
         mask: (H, W) uint8/bool, non-zero = polyp.
         min_area_pct: regions smaller than this share of the frame (percent) get no box (specks).
     """
-    cv2 = _cv2()
+    cv2 = _cv.cv2()
     m = np.ascontiguousarray(mask, dtype=np.uint8)
     total = float(m.shape[0] * m.shape[1])
     pixels = int(cv2.countNonZero(m))
@@ -100,7 +96,7 @@ def _font_scale(width: int) -> float:
 
 def draw_regions(frame: np.ndarray, regions: Sequence[Region], color: tuple[int, int, int] = BOX_COLOR) -> None:
     """A box around each region, labelled with its share of the frame."""
-    cv2 = _cv2()
+    cv2 = _cv.cv2()
     scale = _font_scale(frame.shape[1])
     for r in regions:
         cv2.rectangle(frame, (r.x, r.y), (r.x + r.w - 1, r.y + r.h - 1), color, 1)
@@ -138,7 +134,7 @@ class HudInfo:
 
 def hud_box(frame_shape: Sequence[int], info: HudInfo) -> tuple[int, int, int, int]:
     """The (x, y, w, h) rectangle the HUD covers on a frame of this shape."""
-    cv2 = _cv2()
+    cv2 = _cv.cv2()
     scale = _font_scale(int(frame_shape[1]))
     widths, height = [], 0
     for line in info.lines():
@@ -153,7 +149,7 @@ def hud_box(frame_shape: Sequence[int], info: HudInfo) -> tuple[int, int, int, i
 
 def draw_hud(frame: np.ndarray, info: HudInfo) -> None:
     """The HUD in the top-left corner on a darkened band (in place)."""
-    cv2 = _cv2()
+    cv2 = _cv.cv2()
     scale = _font_scale(frame.shape[1])
     x, y, w, h = hud_box(frame.shape, info)
     band = frame[y:y + h, x:x + w]

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from apps.endoscopy import _cv
 from apps.endoscopy.capture import (
     LatestFrameGrabber,
     Source,
@@ -145,9 +146,7 @@ class Display:
     """An OpenCV window, when this OpenCV build and session can show one."""
 
     def __init__(self) -> None:
-        from edgeseg._deps import require
-
-        cv2 = require("cv2", "the endoscopy demo")
+        cv2 = _cv.cv2()
         self.cv2 = cv2
         if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise ValueError("no display here (DISPLAY is not set, e.g. over ssh): run with --headless "

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from apps.endoscopy import _cv
+
 _BOUNDARY = "edgesegframe"
 
 _PAGE = """<!doctype html>
@@ -111,9 +113,7 @@ class MjpegServer:
             if self._closed or self._frame is None:
                 return None
             if self._jpeg is None or self._jpeg[0] != self._seq:
-                from edgeseg._deps import require
-
-                cv2 = require("cv2", "the MJPEG server")
+                cv2 = _cv.cv2()
                 bgr = cv2.cvtColor(self._frame, cv2.COLOR_RGB2BGR)
                 ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
                 if not ok:
