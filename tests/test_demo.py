@@ -32,6 +32,7 @@ from apps.endoscopy import (  # noqa: E402
     Segmenter,
     Source,
     SourceError,
+    SyntheticSource,
     VideoFileSource,
     analyse_mask,
     open_segmenter,
@@ -396,6 +397,16 @@ def test_realtime_synthetic_drops_stale_frames_never_queues(tmp_path):
     assert len(records) == summary.frames
     idx = [r["source_frame"] for r in records]
     assert idx == sorted(set(idx)) and idx[-1] == 199
+
+
+def test_synthetic_source_plays_forward_and_back_without_jumps():
+    src = SyntheticSource(size=32, distinct=4, max_frames=9).open()
+    assert [src.position(i) for i in range(9)] == [0, 1, 2, 3, 2, 1, 0, 1, 2]
+    frames = []
+    while (f := src.read()) is not None:
+        frames.append(f)
+    assert len(frames) == 9 and frames[0].shape == (32, 32, 3) and frames[0].dtype == np.uint8
+    assert np.array_equal(frames[2], frames[4]) and not np.array_equal(frames[0], frames[1])
 
 
 # ---- keys, server, torch-free ------------------------------------------------------------------------
