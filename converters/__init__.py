@@ -1,1 +1,46 @@
-"""torch -> ONNX | OpenVINO IR | TFLite conversion, fp32/fp16/int8, verified against the FP32 reference."""
+"""torch -> ONNX | OpenVINO IR | TFLite conversion, fp32/fp16/int8, verified against the FP32 reference.
+
+Examples:
+    >>> from converters import convert_model
+    >>> results = convert_model("ultralightunet-s", target="tflite")            # fp32, verified, manifest
+    >>> results = convert_model("ultralightunet-s", "all", "all", calib="synthetic")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from converters.base import (
+    PRECISIONS,
+    TARGETS,
+    Artifact,
+    ConvertConfig,
+    Converter,
+    TargetSpec,
+    get_converter,
+    get_target,
+    list_targets,
+)
+
+__all__ = [
+    "PRECISIONS",
+    "TARGETS",
+    "Artifact",
+    "ConvertConfig",
+    "ConvertResult",
+    "Converter",
+    "TargetSpec",
+    "convert_model",
+    "get_converter",
+    "get_target",
+    "list_targets",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # the flat API pulls in torch-side helpers: load it on first use
+    if name in ("convert_model", "ConvertResult"):
+        from converters import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'converters' has no attribute {name!r}")

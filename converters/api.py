@@ -1,0 +1,301 @@
+"""The flat conversion API used by ``edgeseg convert`` and the benchmarks: :func:`convert_model`.
+
+One call converts one model to one or more targets x precisions. For each artifact it: converts into a
+staging folder inside ``out_dir``; writes a manifest there; verifies the artifact through ``runtimes``
+against the FP32 torch model on held-back images; moves the artifact's files into place (main file last)
+and writes the final manifest last of all. A killed conversion therefore never leaves an artifact with a
+manifest that describes it (a stale manifest of the same name is removed before the work starts).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters.base import PRECISIONS, Artifact, ConvertConfig, get_converter, get_target, list_targets
+from converters.calibration import (
+    DEFAULT_CALIB_SIZE,
+    DEFAULT_VERIFY_SIZE,
+    CalibrationSet,
+    load_images,
+    random_inputs,
+)
+from converters.provenance import build_manifest, preprocessing_for, weights_record
+from converters.verify import Parity, verify_artifact
+from runtimes.manifest import Manifest, manifest_path
+
+
+@dataclass
+class ConvertResult:
+    """One converted artifact.
+
+    Attributes:
+        artifact: what the converter wrote (paths point at the final location).
+        manifest_path: the JSON sidecar.
+        manifest: its content.
+        parity: the verification, or None with ``verify=False``.
+    """
+
+    artifact: Artifact
+    manifest_path: Path
+    manifest: Manifest
+    parity: Parity | None
+
+    @property
+    def passed(self) -> bool:
+        return self.parity is None or self.parity.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.artifact.path),
+            "manifest": str(self.manifest_path),
+            "target": self.artifact.target,
+            "precision": self.artifact.precision,
+            "scheme": self.manifest.quantization.get("scheme"),
+            "layout": self.manifest.input.layout,
+            "size_bytes": self.artifact.size_bytes,
+            "convert_time_s": round(self.artifact.convert_time_s, 3),
+            "parity": self.manifest.parity,
+        }
+
+
+def _expand(value: str | Sequence[str], valid: Sequence[str], kind: str) -> list[str]:
+    items = [value] if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for item in items:
+        if item == "all":
+            out.extend(v for v in valid if v not in out)
+        elif item in valid:
+            if item not in out:
+                out.append(item)
+        else:
+            import difflib
+
+            close = difflib.get_close_matches(item, list(valid), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown {kind} {item!r}.{hint} Valid: {', '.join([*valid, 'all'])}")
+    return out
+
+
+def _check_backends(targets: list[str], verify: bool) -> None:
+    from edgeseg._deps import MissingDependencyError
+    from runtimes import get_runtime
+
+    for t in targets:
+        get_converter(t).check_available()
+        spec = get_target(t)
+        if verify and not get_runtime(spec.runtime).is_available():
+            raise MissingDependencyError(
+                f"verifying {t} artifacts needs the {spec.runtime} runtime, which is not installed: "
+                f"pip install 'edgeseg[{get_runtime(spec.runtime).extra}]' -c constraints.txt (or --no-verify)"
+            )
+
+
+def _load_model(model: Any, weights: str | Path | None, model_kwargs: dict[str, Any]
+                ) -> tuple[Any, Any, dict[str, Any], dict[str, Any] | None]:
+    """(nn.Module in eval mode, ModelCfg, weights record, checkpoint dict or None)."""
+    from edgeseg.models import create_model, get_model_cfg
+    from edgeseg.models._registry import warn_random_weights
+    from edgeseg.weights import read_checkpoint, shipped_weights
+
+    if not isinstance(model, str):  # an nn.Module given by the caller
+        cfg = getattr(model, "model_cfg", None)
+        if cfg is None:
+            raise ValueError("an nn.Module passed to convert_model needs a .model_cfg (build it with create_model)")
+        return model.eval(), cfg, {"source": "module", "sha256": None}, None
+    cfg = get_model_cfg(model)
+    if weights is not None:
+        path, source = Path(weights), "given"
+    else:
+        path, source = shipped_weights(model), "shipped"
+    if path is None:
+        warn_random_weights(model)
+        net = create_model(model, **model_kwargs).eval()
+        return net, cfg, weights_record(None, "random"), None
+    ckpt = read_checkpoint(path)
+    kwargs = {**(ckpt.get("model_kwargs") or {}), **model_kwargs}
+    net = create_model(model, weights=path, **kwargs).eval()
+    return net, cfg, weights_record(path, source), ckpt
+
+
+def _sizes(img_size: int | Sequence[int] | None, cfg: Any) -> tuple[int, ...]:
+    if img_size is None:
+        return tuple(cfg.input_size)
+    size = (int(img_size),) * len(cfg.input_size) if isinstance(img_size, int) else tuple(map(int, img_size))
+    if len(size) != len(cfg.input_size) or any(s <= 0 or s % cfg.divisible_by for s in size):
+        raise ValueError(f"--img-size must be a positive multiple of {cfg.divisible_by} for {cfg.name} "
+                         f"({len(cfg.input_size)}D input), got {list(size)}")
+    return size
+
+
+def _file_name(stem: str, cfg: ConvertConfig) -> str:
+    parts = [stem, cfg.tag]
+    if cfg.layout != cfg.spec.default_layout:
+        parts.append(cfg.layout or "")
+    if cfg.batch != 1:
+        parts.append("bdyn" if cfg.batch is None else f"b{cfg.batch}")
+    return "_".join(parts) + cfg.spec.suffix
+
+
+def convert_model(
+    model: Any,
+    target: str | Sequence[str] = "onnx",
+    precision: str | Sequence[str] = "fp32",
+    *,
+    weights: str | Path | None = None,
+    calib: str | Path | None = None,
+    calib_size: int = DEFAULT_CALIB_SIZE,
+    verify_size: int = DEFAULT_VERIFY_SIZE,
+    img_size: int | Sequence[int] | None = None,
+    batch: int | None = 1,
+    layout: str | None = None,
+    out_dir: str | Path = "exports",
+    verify: bool = True,
+    int8_scheme: str = "static",
+    calib_method: str | None = None,
+    quantizer: str | None = None,
+    max_dice_drop: float | None = None,
+    exporter: str = "torchscript",
+    opset: int = 17,
+    simplify: bool = True,
+    name: str | None = None,
+    threads: int | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[ConvertResult]:
+    """Convert a registered model to each target x precision, verify each artifact, write its manifest.
+
+    Args:
+        model: registry name (or an ``nn.Module`` built by ``create_model``).
+        target: "onnx", "openvino", "tflite", "all", or a list.
+        precision: "fp32", "fp16", "int8", "all", or a list.
+        weights: checkpoint; default the shipped weights, else random weights (with a warning).
+        calib: calibration source for static int8: an image folder or "synthetic"; it also supplies the
+            held-back verification images (its val split / held-out part). Default: synthetic verification.
+        calib_size: calibration images (warning below 100).
+        verify_size: held-back verification images.
+        img_size: spatial input size (int or tuple); default the model's.
+        batch: fixed batch, or None for a dynamic batch (ONNX, OpenVINO).
+        layout: "nchw" or "nhwc"; default per target (TFLite: nhwc, others: nchw).
+        out_dir: output folder.
+        verify: compare each artifact with the FP32 torch model through ``runtimes``.
+        int8_scheme: "static" or "dynamic".
+        calib_method: ONNX: "minmax", "entropy" or "percentile".
+        quantizer: TFLite int8: "pt2e" or "aeq" (ai-edge-quantizer).
+        max_dice_drop: OpenVINO int8 with NNCF accuracy control (needs a labelled ``calib`` folder).
+        exporter: ONNX exporter, "torchscript" or "dynamo".
+        opset: ONNX opset (>= 17).
+        simplify: simplify the ONNX graph.
+        name: file-name stem (default: the model name).
+        threads: runtime threads for verification.
+        model_kwargs: builder options (e.g. ``num_classes``).
+        log: progress callback (one line per step).
+
+    Returns:
+        One :class:`ConvertResult` per artifact (check ``.passed``).
+
+    Examples:
+        >>> from converters import convert_model
+        >>> [r] = convert_model("ultralightunet-s", "tflite")
+        >>> r.artifact.path, r.parity.figures["mask_agreement"]
+        >>> convert_model("ultralightunet-s", "all", "all", calib="data/kvasir-seg", out_dir="exports")
+    """
+    say = log or (lambda _msg: None)
+    targets = _expand(target, list_targets(), "target")
+    precisions = _expand(precision, PRECISIONS, "precision")
+    net, mcfg, wrec, ckpt = _load_model(model, weights, dict(model_kwargs or {}))
+    size = _sizes(img_size, mcfg)
+    in_ch = int(getattr(net, "in_channels", mcfg.in_channels))
+    classes = int(getattr(net, "num_classes", mcfg.num_classes))
+    # validate every combination before any heavy work (cheap: calibration is attached later)
+    base = dict(input_size=size, in_channels=in_ch, batch=batch, layout=layout, int8_scheme=int8_scheme,
+                calib_method=calib_method, quantizer=quantizer, opset=opset, exporter=exporter, simplify=simplify)
+    needs_calib = "int8" in precisions and int8_scheme == "static"
+    if needs_calib and calib is None:
+        raise ValueError("int8 needs calibration data: pass --calib IMAGE_FOLDER or --calib synthetic "
+                         "(or --int8-scheme dynamic, which needs none)")
+    for t in targets:
+        for p in precisions:
+            static = p == "int8" and int8_scheme == "static"
+            ConvertConfig(target=t, precision=p, **base,
+                          calibration=_placeholder(in_ch, size, max_dice_drop is not None) if static else None,
+                          max_dice_drop=max_dice_drop if p == "int8" else None)
+    from edgeseg._io import check_writable_dir
+
+    out = check_writable_dir(out_dir)
+    _check_backends(targets, verify)
+    pre = preprocessing_for(mcfg, size, ckpt, in_ch)
+    calibration = load_images(calib, calib_size, pre, "calibration", in_ch) if needs_calib else None
+    if calibration is not None:
+        say(f"calibration: {len(calibration)} images from {calibration.provenance['source']}")
+    held_back = _verification_set(calib, verify_size, pre, in_ch, size) if verify else None
+    sample_np = held_back.images[:1] if held_back is not None else np.zeros((1, in_ch, *size), np.float32)
+    import torch
+
+    model_cfg = {**mcfg.to_dict(), "model_kwargs": dict(model_kwargs or {}), "input_size": list(size)}
+    results = []
+    for t in targets:
+        for p in precisions:
+            cfg = ConvertConfig(target=t, precision=p, calibration=calibration if p == "int8" else None,
+                                max_dice_drop=max_dice_drop if p == "int8" else None, **base)
+            sample = torch.from_numpy(np.repeat(sample_np, int(batch or 1), axis=0))
+            say(f"converting {mcfg.name} -> {t} {cfg.tag} ({cfg.layout}, batch {batch or 'dynamic'}) ...")
+            res = _convert_one(net, sample, cfg, out, _file_name(name or mcfg.name, cfg), mcfg.name, model_cfg,
+                               pre, classes, wrec, held_back, threads)
+            say(f"  {res.artifact.path} ({res.artifact.size_bytes / 1024:.1f} KiB, "
+                f"{res.artifact.convert_time_s:.1f} s)" + (f": {res.parity.summary()}" if res.parity else ""))
+            results.append(res)
+    return results
+
+
+def _placeholder(in_ch: int, size: tuple[int, ...], labels: bool) -> CalibrationSet:
+    """A one-image stand-in used only to validate a config before the real data is loaded."""
+    return CalibrationSet(images=np.zeros((1, in_ch, *size), np.float32),
+                          labels=np.zeros((1, *size), np.uint8) if labels else None)
+
+
+def _verification_set(calib: str | Path | None, n: int, pre: Any, in_ch: int, size: tuple[int, ...]
+                      ) -> CalibrationSet:
+    if len(size) == 3:
+        return random_inputs(n, [in_ch, *size])
+    return load_images(calib if calib is not None else "synthetic", n, pre, "verification", in_ch)
+
+
+def _convert_one(net: Any, sample: Any, cfg: ConvertConfig, out: Path, file_name: str, model_name: str,
+                 model_cfg: dict[str, Any], pre: Any, classes: int, wrec: dict[str, Any],
+                 held_back: CalibrationSet | None, threads: int | None) -> ConvertResult:
+    final = out / file_name
+    final_manifest = manifest_path(final)
+    final_manifest.unlink(missing_ok=True)  # a stale manifest must not vouch for a new artifact
+    staging = Path(tempfile.mkdtemp(prefix=f".{file_name}.staging-", dir=out))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            art = get_converter(cfg.target).convert(net, sample, cfg, staging / file_name)
+        manifest = build_manifest(art, cfg, model_name, model_cfg, pre, classes, wrec)
+        manifest.save(manifest_path(art.path))
+        parity = None
+        if held_back is not None:
+            parity = verify_artifact(art.path, net, held_back.images, cfg.precision, held_back.labels, threads)
+            manifest.parity = {**parity.to_dict(), "inputs": held_back.provenance}
+        else:
+            manifest.parity = {"verified": False, "reason": "conversion run with --no-verify"}
+        moved = []
+        for f in art.files:  # the main file is last in art.files
+            dest = out / Path(f).name
+            os.replace(f, dest)
+            moved.append(dest)
+        art.files = moved
+        art.path = out / art.path.name
+        manifest.save(final_manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ConvertResult(artifact=art, manifest_path=final_manifest, manifest=manifest, parity=parity)

@@ -1,0 +1,376 @@
+"""The conversion contract: target capabilities as data, a self-validating config, a converter base class.
+
+Adding a target is one module with a :class:`Converter` subclass plus one :class:`TargetSpec` in
+``TARGETS``; nothing else in the package switches on the target name. A converter writes its artifact at
+the path it is given (a staging path: :mod:`converters.api` moves finished files into place and writes the
+manifest last) and returns an :class:`Artifact` describing what it wrote.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from runtimes.manifest import TensorSpec
+
+if TYPE_CHECKING:
+    from converters.calibration import CalibrationSet
+
+PRECISIONS = ("fp32", "fp16", "int8")
+INT8_SCHEMES = ("static", "dynamic")
+LAYOUTS = ("nchw", "nhwc")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """What one target can do (data, not code paths).
+
+    Attributes:
+        name: target name ("onnx", "openvino", "tflite"), also the manifest's ``target``.
+        suffix: file suffix of the main artifact file.
+        precisions: precisions the converter produces.
+        int8_schemes: "static" (calibrated activations) and/or "dynamic" (weights only, activations at run time).
+        layouts: input/output layouts it can give the artifact ("nhwc" = channels-last I/O).
+        default_layout: layout when none is asked for.
+        calib_methods: activation-range estimators for static int8 (first = default).
+        quantizers: int8 tool choices.
+        default_quantizer: the int8 tool used for each scheme when none is asked for.
+        dynamic_batch: whether the artifact can take any batch size.
+        spatial_dims: 2 (images) and/or 3 (volumes).
+        accuracy_control: whether int8 can be searched under a max Dice drop (needs labelled data).
+        extra: pyproject extra that installs the converter's packages.
+        modules: packages the converter imports.
+        runtime: ``runtimes`` backend that verifies the artifact.
+        impl: "module:Class" of the converter.
+    """
+
+    name: str
+    suffix: str
+    precisions: tuple[str, ...]
+    int8_schemes: tuple[str, ...]
+    layouts: tuple[str, ...]
+    default_layout: str
+    calib_methods: tuple[str, ...]
+    quantizers: tuple[str, ...]
+    default_quantizer: dict[str, str]
+    dynamic_batch: bool
+    spatial_dims: tuple[int, ...]
+    accuracy_control: bool
+    extra: str
+    modules: tuple[str, ...]
+    runtime: str
+    impl: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k != "impl"}
+
+
+TARGETS: dict[str, TargetSpec] = {
+    "onnx": TargetSpec(
+        name="onnx", suffix=".onnx", precisions=PRECISIONS, int8_schemes=("static", "dynamic"),
+        layouts=LAYOUTS, default_layout="nchw", calib_methods=("minmax", "entropy", "percentile"),
+        quantizers=("ort",), default_quantizer={"static": "ort", "dynamic": "ort"}, dynamic_batch=True, spatial_dims=(2, 3), accuracy_control=False,
+        extra="onnx", modules=("onnx", "onnxruntime", "onnxscript"), runtime="onnxruntime",
+        impl="converters.onnx_converter:OnnxConverter",
+    ),
+    "openvino": TargetSpec(
+        name="openvino", suffix=".xml", precisions=PRECISIONS, int8_schemes=("static",),
+        layouts=LAYOUTS, default_layout="nchw", calib_methods=("auto",), quantizers=("nncf",),
+        default_quantizer={"static": "nncf"}, dynamic_batch=True, spatial_dims=(2, 3), accuracy_control=True,
+        extra="openvino", modules=("openvino", "nncf"), runtime="openvino",
+        impl="converters.openvino_converter:OpenVINOConverter",
+    ),
+    "tflite": TargetSpec(
+        name="tflite", suffix=".tflite", precisions=PRECISIONS, int8_schemes=("static", "dynamic"),
+        layouts=LAYOUTS, default_layout="nhwc", calib_methods=("auto",),
+        quantizers=("pt2e", "aeq"), default_quantizer={"static": "pt2e", "dynamic": "aeq"}, dynamic_batch=False, spatial_dims=(2, 3), accuracy_control=False,
+        extra="tflite", modules=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"), runtime="litert",
+        impl="converters.tflite_converter:TFLiteConverter",
+    ),
+}
+
+
+def _choices(kind: str, value: str, valid: tuple[str, ...] | list[str], where: str = "") -> ValueError:
+    close = difflib.get_close_matches(value, list(valid), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ValueError(f"unknown {kind} {value!r}{where}.{hint} Valid: {', '.join(valid)}")
+
+
+def list_targets() -> list[str]:
+    """Registered target names."""
+    return list(TARGETS)
+
+
+def get_target(name: str) -> TargetSpec:
+    """The capabilities of a target.
+
+    Raises:
+        ValueError: unknown target (with the valid ones).
+    """
+    if name not in TARGETS:
+        raise _choices("target", name, list(TARGETS))
+    return TARGETS[name]
+
+
+def get_converter(name: str) -> Converter:
+    """An instance of the converter for target ``name``."""
+    spec = get_target(name)
+    module, cls = spec.impl.split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """One conversion, validated when built (never a silent default for a wrong combination).
+
+    Args:
+        target: "onnx", "openvino" or "tflite".
+        precision: "fp32", "fp16" or "int8".
+        input_size: spatial input size, (H, W) or (D, H, W).
+        in_channels: input channels.
+        batch: fixed batch size, or None for a dynamic batch (targets with ``dynamic_batch`` only).
+        layout: "nchw" or "nhwc" (channels-last I/O; "ncdhw"/"ndhwc" for volumes); None: the target's default.
+        int8_scheme: "static" (needs calibration) or "dynamic".
+        calib_method: activation-range estimator (see ``TargetSpec.calib_methods``); None: the target's default.
+        quantizer: int8 tool (see ``TargetSpec.quantizers``); None: the target's default.
+        calibration: calibration images (required by static int8).
+        max_dice_drop: accuracy-controlled int8 (OpenVINO/NNCF): largest Dice drop allowed on labelled data.
+        opset: ONNX opset.
+        exporter: ONNX exporter, "torchscript" or "dynamo".
+        simplify: fold constants / remove dead nodes in the ONNX graph.
+
+    Raises:
+        ValueError: unknown target/precision/layout/scheme, a combination the target cannot make, or static
+            int8 without calibration data.
+
+    Examples:
+        >>> ConvertConfig(target="tflite", precision="fp32", input_size=(256, 256))
+        >>> ConvertConfig(target="onnx", precision="int8", input_size=(256, 256))   # ValueError: no calibration
+    """
+
+    target: str
+    precision: str = "fp32"
+    input_size: tuple[int, ...] = (256, 256)
+    in_channels: int = 3
+    batch: int | None = 1
+    layout: str | None = None
+    int8_scheme: str = "static"
+    calib_method: str | None = None
+    quantizer: str | None = None
+    calibration: CalibrationSet | None = field(default=None, repr=False, compare=False)
+    max_dice_drop: float | None = None
+    opset: int = 17
+    exporter: str = "torchscript"
+    simplify: bool = True
+
+    def __post_init__(self) -> None:
+        spec = get_target(self.target)
+        if self.precision not in spec.precisions:
+            raise _choices("precision", self.precision, spec.precisions, f" for target {self.target!r}")
+        dims = len(self.input_size)
+        if dims not in (2, 3) or any(int(s) <= 0 for s in self.input_size):
+            raise ValueError(f"input_size must be 2 or 3 positive sizes, got {list(self.input_size)}")
+        if dims not in spec.spatial_dims:
+            raise ValueError(f"target {self.target!r} cannot convert {dims}D models; use one of "
+                             f"{', '.join(n for n, s in TARGETS.items() if dims in s.spatial_dims)}")
+        object.__setattr__(self, "input_size", tuple(int(s) for s in self.input_size))
+        layout = (self.layout or spec.default_layout).lower()
+        layout = {"ncdhw": "nchw", "ndhwc": "nhwc"}.get(layout, layout)
+        if layout not in spec.layouts:
+            raise _choices("layout", layout, spec.layouts, f" for target {self.target!r}")
+        object.__setattr__(self, "layout", layout)
+        if self.batch is None:
+            if not spec.dynamic_batch:
+                raise ValueError(f"target {self.target!r} needs a fixed batch size (its converter specialises "
+                                 "the batch dimension); pass --batch N")
+        elif int(self.batch) < 1:
+            raise ValueError(f"batch must be >= 1 or dynamic, got {self.batch}")
+        if self.in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
+        if self.int8_scheme not in INT8_SCHEMES:
+            raise _choices("int8 scheme", self.int8_scheme, INT8_SCHEMES)
+        if self.precision == "int8" and self.int8_scheme not in spec.int8_schemes:
+            raise _choices("int8 scheme", self.int8_scheme, spec.int8_schemes, f" for target {self.target!r}")
+        method = (self.calib_method or spec.calib_methods[0]).lower()
+        if method not in spec.calib_methods:
+            raise _choices("calibration method", method, spec.calib_methods, f" for target {self.target!r}")
+        object.__setattr__(self, "calib_method", method)
+        quantizer = (self.quantizer or spec.default_quantizer.get(self.int8_scheme, spec.quantizers[0])).lower()
+        if quantizer not in spec.quantizers:
+            raise _choices("quantizer", quantizer, spec.quantizers, f" for target {self.target!r}")
+        object.__setattr__(self, "quantizer", quantizer)
+        if self.exporter not in ("torchscript", "dynamo"):
+            raise _choices("ONNX exporter", self.exporter, ("torchscript", "dynamo"))
+        if self.opset < 17:
+            raise ValueError(f"opset must be >= 17, got {self.opset}")
+        if self.static_int8:
+            if self.calibration is None or len(self.calibration) == 0:
+                raise ValueError(
+                    "static int8 needs calibration data: pass --calib IMAGE_FOLDER or --calib synthetic "
+                    "(or --int8-scheme dynamic, which needs none)"
+                )
+            shape = tuple(self.calibration.images.shape[1:])
+            if shape != (self.in_channels, *self.input_size):
+                raise ValueError(f"calibration images are {list(shape)}, the model takes "
+                                 f"{[self.in_channels, *self.input_size]}")
+        if self.max_dice_drop is not None:
+            if self.precision != "int8" or not spec.accuracy_control:
+                able = [n for n, s in TARGETS.items() if s.accuracy_control]
+                raise ValueError(f"--max-dice-drop applies to int8 on {', '.join(able)} only")
+            if not 0 < self.max_dice_drop < 1:
+                raise ValueError(f"max_dice_drop must be in (0, 1), got {self.max_dice_drop}")
+            if self.calibration is None or self.calibration.labels is None:
+                raise ValueError("--max-dice-drop needs labelled calibration data (an image folder with masks)")
+
+    @property
+    def spec(self) -> TargetSpec:
+        return get_target(self.target)
+
+    @property
+    def static_int8(self) -> bool:
+        return self.precision == "int8" and self.int8_scheme == "static"
+
+    @property
+    def channels_last(self) -> bool:
+        return self.layout == "nhwc"
+
+    @property
+    def manifest_layout(self) -> str:
+        """The layout name the manifest uses ("nchw"/"nhwc" for images, "ncdhw"/"ndhwc" for volumes)."""
+        if len(self.input_size) == 3:
+            return "ndhwc" if self.channels_last else "ncdhw"
+        return self.layout or "nchw"
+
+    @property
+    def tag(self) -> str:
+        """File-name tag: precision, plus the int8 scheme when dynamic."""
+        return "int8-dynamic" if self.precision == "int8" and self.int8_scheme == "dynamic" else self.precision
+
+    def nchw_shape(self, batch: int | None = None) -> list[int]:
+        """Channels-first input shape (-1 for a dynamic batch)."""
+        b = batch if batch is not None else (-1 if self.batch is None else int(self.batch))
+        return [b, self.in_channels, *self.input_size]
+
+    def artifact_shape(self, channels: int) -> list[int]:
+        """Shape of a tensor with ``channels`` channels in the artifact's own layout."""
+        b = -1 if self.batch is None else int(self.batch)
+        if self.channels_last:
+            return [b, *self.input_size, channels]
+        return [b, channels, *self.input_size]
+
+    def with_(self, **changes: Any) -> ConvertConfig:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+
+@dataclass
+class Artifact:
+    """What a converter wrote.
+
+    Attributes:
+        path: the main file (``.onnx``, ``.xml``, ``.tflite``).
+        target: target name.
+        precision: "fp32", "fp16" or "int8".
+        files: every file that makes up the artifact (main file last), e.g. ``.bin`` then ``.xml``.
+        inputs: input tensor specs as the artifact declares them.
+        outputs: output tensor specs.
+        quantization: scheme and settings ({} for fp32).
+        extra: target-specific facts (exporter, opset, ops, notes).
+        convert_time_s: wall time of the conversion.
+    """
+
+    path: Path
+    target: str
+    precision: str
+    files: list[Path]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    quantization: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    convert_time_s: float = 0.0
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(Path(f).stat().st_size for f in self.files if Path(f).exists())
+
+
+class Converter(ABC):
+    """Base class of the per-target converters.
+
+    Subclasses set ``target`` and implement :meth:`_convert`; :meth:`convert` checks the packages, the
+    config and times the work.
+    """
+
+    target: ClassVar[str] = ""
+
+    @property
+    def spec(self) -> TargetSpec:
+        return get_target(self.target)
+
+    def check_available(self) -> None:
+        """Raise MissingDependencyError (naming the extra) when a needed package is missing."""
+        from edgeseg._deps import MissingDependencyError, is_available
+
+        for mod in self.spec.modules:
+            if not is_available(mod):
+                raise MissingDependencyError(
+                    f"converting to {self.target} needs the Python package {mod!r}, which is not installed: "
+                    f"pip install 'edgeseg[{self.spec.extra}]' -c constraints.txt"
+                )
+
+    def convert(self, model: Any, sample: Any, cfg: ConvertConfig, out_path: str | Path) -> Artifact:
+        """Convert ``model`` (an eval-mode ``nn.Module``) to ``out_path``.
+
+        Args:
+            model: the torch model, in eval mode.
+            sample: an example input tensor, channels-first, shaped as ``cfg.nchw_shape``.
+            cfg: the validated configuration (its target must be this converter's).
+            out_path: where to write the main file (more files may be written beside it).
+
+        Returns:
+            The :class:`Artifact` written.
+        """
+        if cfg.target != self.target:
+            raise ValueError(f"{type(self).__name__} converts to {self.target!r}, not {cfg.target!r}")
+        self.check_available()
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        art = self._convert(model, sample, cfg, out_path)
+        art.convert_time_s = time.perf_counter() - t0
+        return art
+
+    @abstractmethod
+    def _convert(self, model: Any, sample: Any, cfg: ConvertConfig, out_path: Path) -> Artifact:
+        """Write the artifact; return its description."""
+
+
+def channels_last_wrapper(model: Any) -> Any:
+    """Wrap ``model`` so it takes and returns channels-last tensors (NHWC / NDHWC); numerics unchanged."""
+    import torch
+
+    class ChannelsLastIO(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            nd = x.dim()
+            x = x.permute(0, nd - 1, *range(1, nd - 1))
+            y = self.inner(x)
+            return y.permute(0, *range(2, nd), 1)
+
+    return ChannelsLastIO(model).eval()
+
+
+def to_layout(sample: Any, cfg: ConvertConfig) -> Any:
+    """A channels-first tensor in the artifact's layout."""
+    if not cfg.channels_last:
+        return sample
+    nd = sample.dim()
+    return sample.permute(0, *range(2, nd), 1).contiguous()

@@ -1,0 +1,118 @@
+"""torch -> OpenVINO IR (``.xml`` + ``.bin``): fp32, fp16 weight compression, int8 with NNCF.
+
+The model goes through the same ONNX export as the ONNX target (TorchScript exporter, opset 17) and
+``openvino.convert_model`` reads that file: measured on ultralightunet-s, the ONNX frontend gave the same
+outputs as ``convert_model(torch_module)`` (max abs diff to torch identical) with fewer ops, in about a third
+of the time (the torch frontend took 25-45 s per conversion on the shared 2-core machine). fp16 stores the weights in
+half precision (``compress_to_fp16``); the device decides the compute precision. int8 runs
+``nncf.quantize`` over the calibration set (post-training, with fast bias correction); with labelled
+calibration data and ``max_dice_drop``, ``nncf.quantize_with_accuracy_control`` reverts the layers that cost
+the most Dice until the drop on that data is within the limit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters.base import Artifact, ConvertConfig, Converter, channels_last_wrapper, to_layout
+from runtimes.manifest import TensorSpec
+
+_OV_DTYPES = {"f32": "float32", "f16": "float16", "i8": "int8", "u8": "uint8"}
+
+
+def _port_spec(port: Any, layout: str, default: str) -> TensorSpec:
+    names = port.get_names()
+    name = sorted(names)[0] if names else default
+    shape = [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
+    dtype = _OV_DTYPES.get(port.get_element_type().get_type_name(), port.get_element_type().get_type_name())
+    return TensorSpec(name=name, shape=shape, layout=layout, dtype=dtype)
+
+
+def _dice_of(compiled: Any, items: list[tuple[np.ndarray, np.ndarray]], channels_last: bool
+             ) -> tuple[float, list[float]]:
+    """(mean Dice, Dice per item) of a compiled binary model over (image, mask) items (NNCF's validation_fn)."""
+    from edgeseg.metrics import dice
+
+    out_port = compiled.outputs[0]
+    scores = []
+    for x, mask in items:
+        y = compiled(x)[out_port]
+        if channels_last:
+            y = np.moveaxis(y, -1, 1)
+        scores.append(dice(y[0, 0] > 0, mask))
+    return float(np.mean(scores)), scores
+
+
+class OpenVINOConverter(Converter):
+    """torch -> OpenVINO IR through ``openvino.convert_model``; int8 through NNCF."""
+
+    target = "openvino"
+
+    def _convert(self, model: Any, sample: Any, cfg: ConvertConfig, out_path: Path) -> Artifact:
+        import openvino as ov
+
+        from converters.onnx_converter import export_onnx
+
+        net = channels_last_wrapper(model) if cfg.channels_last else model
+        x = to_layout(sample, cfg)
+        src = out_path.with_name(out_path.stem + ".src.onnx")
+        export_onnx(net, x, src, cfg)
+        ov_model = ov.convert_model(str(src))
+        src.unlink(missing_ok=True)
+        ov_model.inputs[0].get_tensor().set_names({"input"})
+        ov_model.outputs[0].get_tensor().set_names({"logits"})
+        quant: dict[str, Any] = {}
+        compress = False
+        if cfg.precision == "fp16":
+            compress = True
+            quant = {"scheme": "fp16", "weights": "float16 (compress_to_fp16)", "io": "float32",
+                     "compute": "device default (CPU runs f32 unless an inference precision hint is given)",
+                     "tool": "openvino.save_model"}
+        elif cfg.precision == "int8":
+            ov_model, quant = self._int8(ov_model, cfg)
+        ov.save_model(ov_model, str(out_path), compress_to_fp16=compress)
+        bin_path = out_path.with_suffix(".bin")
+        saved = ov.Core().read_model(str(out_path))
+        ops = sorted({op.get_type_name() for op in saved.get_ops()})
+        layout = cfg.manifest_layout
+        return Artifact(
+            path=out_path, target="openvino", precision=cfg.precision, files=[bin_path, out_path],
+            inputs=[_port_spec(saved.inputs[0], layout, "input")],
+            outputs=[_port_spec(saved.outputs[0], layout, "logits")], quantization=quant,
+            extra={"frontend": f"openvino.convert_model (ONNX, {cfg.exporter} exporter, opset {cfg.opset})", "op_types": ops, "compress_to_fp16": compress},
+        )
+
+    def _int8(self, ov_model: Any, cfg: ConvertConfig) -> tuple[Any, dict[str, Any]]:
+        import nncf
+
+        calib = cfg.calibration
+        if calib is None:  # ConvertConfig guarantees calibration for static int8
+            raise ValueError("int8 needs calibration data")
+        batch = 1 if cfg.batch is None else int(cfg.batch)
+        images = np.moveaxis(calib.images, 1, -1) if cfg.channels_last else calib.images
+        n = len(images) - len(images) % batch
+        if n == 0:
+            raise ValueError(f"need at least {batch} calibration images for batch {batch}")
+        batches = [np.ascontiguousarray(images[i : i + batch], np.float32) for i in range(0, n, batch)]
+        dataset = nncf.Dataset(batches)
+        info: dict[str, Any] = {"scheme": "static", "weights": "int8 per-channel symmetric",
+                                "activations": "int8 per-tensor", "tool": f"nncf {nncf.__version__}",
+                                "preset": "performance (nncf default)", "fast_bias_correction": True,
+                                "subset_size": len(batches), "calibration": calib.provenance}
+        if cfg.max_dice_drop is None:
+            q = nncf.quantize(ov_model, dataset, subset_size=len(batches))
+            return q, info
+        if calib.labels is None or batch != 1:
+            raise ValueError("accuracy-controlled int8 needs labelled calibration data and batch 1")
+        items = [(b, calib.labels[i]) for i, b in enumerate(batches)]
+        q = nncf.quantize_with_accuracy_control(
+            ov_model, calibration_dataset=dataset, validation_dataset=nncf.Dataset(items, lambda item: item[0]),
+            validation_fn=lambda compiled, data: _dice_of(compiled, list(data), cfg.channels_last),
+            max_drop=cfg.max_dice_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(batches),
+        )
+        info.update(accuracy_control={"metric": "dice", "max_drop": cfg.max_dice_drop, "drop_type": "absolute",
+                                      "validation": "the labelled calibration images"})
+        return q, info

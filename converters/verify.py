@@ -1,0 +1,135 @@
+"""Parity of a converted artifact with the FP32 torch reference, measured through ``runtimes``.
+
+Both sides are :class:`~runtimes.base.Runtime` runners (the reference is ``TorchRuntime.from_module``), fed
+the same held-back, pre-processed images. Figures: max / mean absolute logit difference, mask agreement
+(Dice between the thresholded masks, per image, then mean and minimum), pixel agreement, and, when the images
+have ground truth, the Dice of each side against it. Tolerances depend on the precision: fp32 is held to the
+logits, fp16 more loosely, int8 is judged on mask agreement only (its logits move by design).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeseg.metrics import dice, mask_agreement
+from runtimes.manifest import Postprocessing
+
+# max_abs_diff must stay under atol + rtol * max|reference logit|; mask agreement is a mean Dice.
+TOLERANCES: dict[str, dict[str, float]] = {
+    "fp32": {"atol": 1e-3, "rtol": 1e-4, "mask_agreement": 0.99},
+    "fp16": {"atol": 5e-2, "rtol": 1e-2, "mask_agreement": 0.98},
+    "int8": {"mask_agreement": 0.90},
+}
+
+
+@dataclass
+class Parity:
+    """The comparison of one artifact with its FP32 reference.
+
+    Attributes:
+        figures: the measured numbers (see module docstring).
+        tolerance: the limits applied.
+        failures: one line per limit exceeded (empty when it passed).
+    """
+
+    figures: dict[str, Any]
+    tolerance: dict[str, float]
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.figures, "tolerance": dict(self.tolerance), "passed": self.passed,
+                "failures": list(self.failures)}
+
+    def summary(self) -> str:
+        f = self.figures
+        text = (f"max|d|={f['max_abs_diff']:.3g} mean|d|={f['mean_abs_diff']:.3g} "
+                f"agreement={f['mask_agreement']:.4f} (min {f['mask_agreement_min']:.4f})")
+        return text if self.passed else f"{text}; FAILED: {'; '.join(self.failures)}"
+
+
+def masks_of(logits: np.ndarray, post: Postprocessing) -> np.ndarray:
+    """Label maps (N, *spatial) from channels-first logits: threshold (binary) or argmax (multi-class)."""
+    if logits.shape[1] == 1:
+        thr = float(np.clip(post.threshold, 1e-6, 1 - 1e-6))
+        return (logits[:, 0] > np.log(thr / (1 - thr))).astype(np.uint8)
+    return np.argmax(logits, axis=1).astype(np.uint8)
+
+
+def _agreement(a: np.ndarray, b: np.ndarray, classes: int) -> float:
+    if classes <= 1:
+        return mask_agreement(a, b)
+    return float(np.mean([mask_agreement(a == c, b == c) for c in range(1, classes)]))
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, post: Postprocessing, precision: str,
+            labels: np.ndarray | None = None) -> Parity:
+    """Parity figures of ``candidate`` logits against ``reference`` logits (both channels-first float32)."""
+    if reference.shape != candidate.shape:
+        raise ValueError(f"reference logits {reference.shape} and candidate {candidate.shape} differ in shape")
+    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    classes = max(int(reference.shape[1]), post.num_classes)
+    ma, mb = masks_of(reference, post), masks_of(candidate, post)
+    per_image = [_agreement(ma[i], mb[i], classes) for i in range(len(ma))]
+    figures: dict[str, Any] = {
+        "n_images": int(reference.shape[0]),
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "reference_abs_max": float(np.abs(reference).max()),
+        "mask_agreement": float(np.mean(per_image)),
+        "mask_agreement_min": float(np.min(per_image)),
+        "pixel_agreement": float(np.mean(ma == mb)),
+        "reference_foreground": float(np.mean(ma > 0)),
+    }
+    if labels is not None and classes <= 1:
+        figures["dice_reference"] = float(np.mean([dice(ma[i], labels[i]) for i in range(len(ma))]))
+        figures["dice_candidate"] = float(np.mean([dice(mb[i], labels[i]) for i in range(len(mb))]))
+    tol = dict(TOLERANCES[precision])
+    failures = []
+    if "atol" in tol:
+        limit = tol["atol"] + tol["rtol"] * figures["reference_abs_max"]
+        tol["max_abs_diff"] = limit
+        if figures["max_abs_diff"] > limit:
+            failures.append(f"max abs logit difference {figures['max_abs_diff']:.3g} > {limit:.3g} "
+                            f"({figures['max_abs_diff'] / limit:.1f}x the {precision} tolerance)")
+    if figures["mask_agreement"] < tol["mask_agreement"]:
+        failures.append(f"mask agreement {figures['mask_agreement']:.4f} < {tol['mask_agreement']} "
+                        f"(short by {tol['mask_agreement'] - figures['mask_agreement']:.4f})")
+    return Parity(figures=figures, tolerance=tol, failures=failures)
+
+
+def verify_artifact(artifact: Any, model: Any, images: np.ndarray, precision: str,
+                    labels: np.ndarray | None = None, threads: int | None = None) -> Parity:
+    """Run ``artifact`` (a path with its manifest beside it) and the FP32 ``model`` on ``images``; compare.
+
+    Args:
+        artifact: path of the converted model (its manifest must be beside it).
+        model: the FP32 torch ``nn.Module`` it was converted from.
+        images: float32 channels-first, normalised inputs (held back from calibration).
+        precision: the artifact's precision (selects the tolerances).
+        labels: ground-truth masks for the images, or None.
+        threads: runtime threads (None: backend default).
+    """
+    import runtimes
+    from runtimes.torch_runtime import TorchRuntime
+
+    with runtimes.load(artifact, threads=threads) as rt:
+        candidate = rt.infer(np.ascontiguousarray(images, dtype=np.float32))
+        manifest = rt.manifest
+        info = rt.info()
+    ref_rt = TorchRuntime.from_module(model, manifest, threads=threads)
+    try:
+        reference = ref_rt.infer(np.ascontiguousarray(images, dtype=np.float32))
+    finally:
+        ref_rt.close()
+    parity = compare(reference, candidate, manifest.postprocessing, precision, labels)
+    parity.figures["runtime"] = info.get("runtime")
+    parity.figures["runtime_version"] = info.get("version")
+    parity.figures["reference"] = "torch fp32 (same weights)"
+    return parity
