@@ -2,8 +2,9 @@
 
 ``--data`` is a dataset folder (Kvasir-SEG layout or any image/mask folder, read by ``edgeseg.data``) or
 ``synthetic`` / ``synthetic:N`` (generated polyp phantoms, a fixed validation seed). Every row of a run
-sees exactly these arrays, so accuracy and fidelity are over the same cases. Calibration images for int8
-come from the *training* split (never from the benchmark split). Torch-free.
+sees exactly these arrays, so accuracy and fidelity are over the same cases. (int8 calibration images are
+read by the converters from the *training* split of the same ``--data``, never from the benchmark split.)
+Torch-free.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-DEFAULT_CALIBRATION = 32
 
 
 @dataclass
@@ -86,34 +85,3 @@ def load_cases(
         raise ValueError(f"the benchmark split {split!r} of {data} has no cases; pass --data/--split with data")
     inputs, masks = _stack(ds, range(n), mean, std)
     return Cases(inputs=inputs, masks=masks, ids=list(ds.ids[:n]), source=str(data), split=split)
-
-
-def calibration_inputs(
-    data: str,
-    img_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    in_channels: int = 3,
-    n: int = DEFAULT_CALIBRATION,
-    seed: int = 0,
-) -> np.ndarray:
-    """(n, C, H, W) float32 calibration images from the training split of ``data``, evenly spread.
-
-    Synthetic data uses the generator's training seed; a folder without a train split uses every pair
-    (say so in the report: calibration and benchmark data then overlap).
-    """
-    from edgeseg.data.sources import _has_split
-
-    split = "train"
-    if not str(data).startswith("synthetic"):
-        from pathlib import Path
-
-        if not _has_split(Path(data), "train"):
-            split = None
-    ds = _open(data, split, img_size, in_channels)
-    if len(ds) == 0:
-        raise ValueError(f"no calibration images in {data}")
-    count = min(n, len(ds))
-    idx = np.linspace(0, len(ds) - 1, count).round().astype(int).tolist() if count > 1 else [0]
-    inputs, _ = _stack(ds, idx, mean, std)
-    return inputs

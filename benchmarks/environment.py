@@ -24,6 +24,7 @@ from typing import Any
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
              "avx512_vnni", "avx_vnni", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd",
              "asimddp", "sve")
+THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "KMP_BLOCKTIME")
 PACKAGES = ("edgeseg", "numpy", "torch", "onnx", "onnxruntime", "onnxscript", "openvino", "nncf",
             "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao", "opencv-python-headless",
             "matplotlib", "scipy")
@@ -198,7 +199,7 @@ def capture_environment(threads: int | None = None, measure_peak: bool = False) 
         "load_average": load_average(),
         "memory_total_mb": _memory_total_mb(),
         "threads": threads,
-        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+        "thread_env": {k: os.environ[k] for k in THREAD_ENV
                        if k in os.environ},
         "peak_gflops_fp32": peak_gflops(cpu, cores),
         "peak_cores": cores,

@@ -170,6 +170,16 @@ def resolve_weights(model: str, weights: str | None, work: Path) -> tuple[Path, 
     return path, sha256_file(path), "random (seed 0)"
 
 
+def normalisation(weights: Path, mcfg: Any) -> tuple[list[float], list[float]]:
+    """Mean/std of the input: the checkpoint's pre-processing record when it has one, else the model's."""
+    from edgeseg.weights import read_checkpoint
+
+    pre = read_checkpoint(weights).get("preprocessing") or {}
+    if pre.get("mean") is not None and pre.get("std") is not None:
+        return [float(m) for m in pre["mean"]], [float(s) for s in pre["std"]]
+    return list(mcfg.mean), list(mcfg.std)
+
+
 def artifact_path(root: Path, model: str, img: int, weights_sha: str, target: str, precision: str) -> Path:
     """Where the cached artifact of one row lives: ``root/<model>-<img>-<sha12>/<model>_<precision>.<ext>``."""
     return Path(root) / f"{model}-{img}-{weights_sha[:12]}" / f"{model}_{precision}{SUFFIX[target]}"
@@ -281,21 +291,21 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
     work.mkdir(parents=True)
     art_root = Path(cfg.artifacts) if cfg.artifacts else out / "artifacts"
 
-    from benchmarks.data import calibration_inputs, load_cases
+    from benchmarks.data import load_cases
     from benchmarks.environment import capture_environment, compute_floor_ms
 
-    cases = load_cases(cfg.data, cfg.split, img, mcfg.mean, mcfg.std, mcfg.in_channels, cfg.limit)
+    wpath, wsha, wlabel = resolve_weights(cfg.model, cfg.weights, work)
+    mean, std = normalisation(wpath, mcfg)
+    cases = load_cases(cfg.data, cfg.split, img, mean, std, mcfg.in_channels, cfg.limit)
     inputs_path = work / "inputs.npy"
     np.save(inputs_path, cases.inputs)
-    say(f"edgeseg bench {run_id}: {cfg.model} at {img}x{img}, {len(cases)} cases from {cfg.data} "
+    say(f"edgeseg bench {run_id}: {cfg.model} ({wlabel}) at {img}x{img}, {len(cases)} cases from {cfg.data} "
         f"({cfg.split or 'all'}), threads {cfg.threads}")
-    wpath, wsha, wlabel = resolve_weights(cfg.model, cfg.weights, work)
     env = capture_environment(cfg.threads, measure_peak=True)
     from edgeseg.profiling import profile
 
     macs = profile(cfg.model, img).macs
     specs = expand_matrix(cfg.targets, cfg.precisions, cfg.devices, cfg.runtimes)
-    calib_path: Path | None = None
     stage = _Stage(work, cfg.isolate, cfg.row_timeout, cfg.threads)
     rows: list[Row] = []
     ref_logits: np.ndarray | None = None
@@ -314,13 +324,9 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
             if cfg.reuse and _valid_cached(artifact, wsha):
                 row.reused = True
             else:
-                if spec.precision == "int8" and calib_path is None:
-                    calib_path = work / "calibration.npy"
-                    np.save(calib_path, calibration_inputs(cfg.data, img, mcfg.mean, mcfg.std, mcfg.in_channels,
-                                                           cfg.calibration))
                 job = {"model": cfg.model, "weights": str(wpath), "target": spec.target,
-                       "precision": spec.precision, "artifact": str(artifact), "img_size": img,
-                       "calibration": str(calib_path) if spec.precision == "int8" else None,
+                       "precision": spec.precision, "out_dir": str(artifact.parent), "name": cfg.model,
+                       "img_size": img, "calib": cfg.data, "calib_size": cfg.calibration, "threads": cfg.threads,
                        "options": cfg.convert_options.get(spec.target, {})}
                 say(f"[{i}/{len(specs)}] {spec.label}: converting ...")
                 res = stage("convert", job)
@@ -363,9 +369,8 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
             + (f", agreement {row.agreement:.4f}" if row.agreement is not None else "")
             + (f" ({row.reason})" if row.reason else ""))
     finalize_rows(rows)
-    for tmp in (inputs_path, calib_path):
-        if tmp is not None and not cfg.keep_work:
-            tmp.unlink(missing_ok=True)
+    if not cfg.keep_work:
+        inputs_path.unlink(missing_ok=True)
     config = asdict(cfg)
     config.update(img_size=img, weights=wlabel, weights_path=str(wpath), weights_sha256=wsha, cases=len(cases),
                   case_ids=cases.ids, macs=macs, batch=1,

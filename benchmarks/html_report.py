@@ -42,6 +42,12 @@ def _label(r: Row) -> str:
     return f"{r.target}/{r.precision} {r.runtime}" + (f" {r.device}" if r.device != "cpu" else "")
 
 
+def _wide(values: list[float]) -> bool:
+    """Whether values span more than 20x (then a log axis keeps the fast rows readable)."""
+    pos = [v for v in values if v and v > 0]
+    return bool(pos) and max(pos) / min(pos) > 20
+
+
 def _empty(plt, text: str) -> str:
     fig, ax = plt.subplots(figsize=(8, 1.2))
     ax.axis("off")
@@ -65,7 +71,9 @@ def plot_latency(run: RunResult) -> str:
     for p, r in zip(pos, rows):
         ax.annotate(f" p50 {r.p50:.1f} ms", (max(r.samples_ms), p), va="center", fontsize=8)
     ax.set_yticks(pos, [_label(r) for r in rows])
-    ax.set_xlabel("latency per inference (ms), batch 1")
+    if _wide([s for r in rows for s in r.samples_ms]):
+        ax.set_xscale("log")
+    ax.set_xlabel("latency per inference (ms), batch 1" + (", log scale" if ax.get_xscale() == "log" else ""))
     ax.set_title("Latency per row (box: p25-p75, whiskers 1.5 IQR)")
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
@@ -87,7 +95,9 @@ def plot_pareto(run: RunResult) -> str:
     if len(front) > 1:
         ax.plot([r.p50 for r in front], [r.dice for r in front], "--", color="#1971c2", label="Pareto front")
         ax.legend(loc="lower right")
-    ax.set_xlabel("p50 latency (ms)")
+    if _wide([r.p50 for r in rows]):
+        ax.set_xscale("log")
+    ax.set_xlabel("p50 latency (ms)" + (", log scale" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel("Dice vs labels (mean over cases)")
     ax.set_title("Latency vs accuracy (star: FP32 torch reference)")
     ax.grid(alpha=0.3)

@@ -1,7 +1,7 @@
 """One stage of one benchmark row, runnable in its own process: ``python -m benchmarks.worker STAGE JOB RESULT``.
 
 Stages:
-    convert: convert the model to the row's target/precision (``converters.convert_model``) at a given path;
+    convert: convert the model to the row's target/precision (``converters.convert_model``) into a folder;
     measure: ``runtimes.load`` the artifact, time it, run every case and save the outputs (``.npy``).
 
 The job and the result are JSON files. The result is rewritten (atomically) as each step starts, so when the
@@ -43,27 +43,28 @@ def error_result(stage: str, exc: BaseException) -> dict[str, Any]:
 
 
 def do_convert(job: dict[str, Any], progress=None) -> dict[str, Any]:
-    """Convert ``job["model"]`` with ``job["weights"]`` to ``job["artifact"]``; returns the result dict."""
+    """Convert ``job["model"]`` with ``job["weights"]`` into ``job["out_dir"]`` (``converters.convert_model``).
+
+    The converter's own verification is off by default (``verify=False``): the benchmark measures fidelity
+    itself, on more cases; ``job["options"]`` passes any other ``convert_model`` keyword (e.g.
+    ``quantizer``, ``calib_method``, ``verify``).
+    """
     say = progress or (lambda s: None)
     say("convert")
     try:
-        import numpy as np
-
         from converters import convert_model
 
-        calib = np.load(job["calibration"]) if job.get("calibration") else None
+        kwargs = {"verify": False, **(job.get("options") or {})}
+        if job["precision"] == "int8" and job.get("calib"):
+            kwargs.setdefault("calib", job["calib"])
+            kwargs.setdefault("calib_size", job.get("calib_size", 32))
         t0 = time.perf_counter()
-        path = convert_model(
-            job["model"],
-            target=job["target"],
-            precision=job["precision"],
-            out=job["artifact"],
-            weights=job.get("weights"),
-            img_size=job["img_size"],
-            calibration=calib,
-            **(job.get("options") or {}),
-        )
-        return {"ok": True, "stage": "convert", "artifact": str(path), "convert_time_s": time.perf_counter() - t0}
+        results = convert_model(job["model"], target=job["target"], precision=job["precision"],
+                                weights=job.get("weights"), img_size=job["img_size"], out_dir=job["out_dir"],
+                                name=job.get("name"), threads=job.get("threads"), **kwargs)
+        res = results[0]
+        return {"ok": True, "stage": "convert", "artifact": str(res.artifact.path),
+                "convert_time_s": time.perf_counter() - t0, "parity": res.manifest.parity}
     except BaseException as exc:  # noqa: BLE001 - every failure becomes the row's status
         if isinstance(exc, KeyboardInterrupt):
             raise

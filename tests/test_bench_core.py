@@ -328,3 +328,16 @@ def test_performance_summary_ratios():
     (int8,) = s["vs_fp32_same_runtime"]
     assert int8["precision"] == "int8" and int8["speedup_vs_fp32"] == pytest.approx(20.0 / 30.0)
     assert s["x_compute_floor"]["torch/fp32 (torch, cpu)"] == pytest.approx(20.0)
+
+
+def test_runtime_option_parsing():
+    from edgeseg.cli.bench import parse_runtime_options
+
+    got = parse_runtime_options(["openvino.hint=THROUGHPUT", "litert.xnnpack=false", "onnxruntime.optimization=basic"],
+                                {"openvino": {"hint": "LATENCY", "cache_dir": "/tmp/x"}})
+    assert got == {"openvino": {"hint": "THROUGHPUT", "cache_dir": "/tmp/x"}, "litert": {"xnnpack": False},
+                   "onnxruntime": {"optimization": "basic"}}
+    with pytest.raises(ValueError, match="RUNTIME.KEY=VALUE"):
+        parse_runtime_options(["hint=LATENCY"])
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
+        parse_runtime_options(["tensorrt.fp16=true"])
