@@ -239,7 +239,7 @@ def test_vanishing_camera_exits_3_with_recording_finalised(tmp_path):
     cfg = DemoConfig(headless=True, record=str(rec), log=str(log), camera_timeout=0.3)
     summary = run_demo(cfg, segmenter=_oracle_segmenter(), source=VanishingCamera(12))
     assert summary.status == "source-lost" and EXIT_CODES[summary.status] == 3
-    assert "stopped delivering frames after 12 frames" in summary.message
+    assert "stopped delivering frames: none for 0.3 s after 12 frames" in summary.message
     assert summary.captured == 12 and summary.frames + summary.dropped == 12 and summary.frames >= 1
     assert _decode_count(rec) == summary.frames
     assert len(log.read_text().splitlines()) == summary.frames
@@ -270,6 +270,31 @@ def test_model_name_runs_through_the_torch_runtime(tmp_path):
         seg.runtime.close()
     with pytest.raises(ValueError, match="torch runtime"):
         open_segmenter(model="ultralightunet-t", runtime="onnxruntime")
+
+
+class HangingCamera(VanishingCamera):
+    """After ``n`` frames ``read()`` blocks (a driver that hangs when the device is pulled)."""
+
+    def __init__(self, n: int):
+        super().__init__(n)
+        self.release = threading.Event()
+
+    def _read(self) -> np.ndarray | None:
+        if self.i >= self.n:
+            self.release.wait(20)
+            return None
+        return super()._read()
+
+
+def test_camera_hanging_in_read_is_lost_after_the_timeout(tmp_path):
+    cam = HangingCamera(5)
+    t0 = time.perf_counter()
+    summary = run_demo(DemoConfig(headless=True, log=str(tmp_path / "h.jsonl"), camera_timeout=0.3),
+                       segmenter=_oracle_segmenter(), source=cam)
+    took = time.perf_counter() - t0
+    cam.release.set()
+    assert summary.status == "source-lost" and "none for 0.3 s after 5 frames" in summary.message
+    assert took < 5 and len((tmp_path / "h.jsonl").read_text().splitlines()) == summary.frames >= 1
 
 
 def test_runtime_failure_mid_stream_keeps_what_was_recorded(clip, tmp_path):

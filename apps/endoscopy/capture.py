@@ -303,6 +303,10 @@ def open_source(spec: str | int, *, realtime: bool = False, size: int = 256, see
     return VideoFileSource(path, realtime=realtime)
 
 
+def _lost_message(source: Source, after_s: float, frames: int) -> str:
+    return f"{source.name} stopped delivering frames: none for {after_s:g} s after {frames} frames (unplugged?)"
+
+
 class LatestFrameGrabber:
     """Reads a source in its own thread and keeps only the newest frame.
 
@@ -348,8 +352,7 @@ class LatestFrameGrabber:
                     if self.source.finite:
                         break  # a file or a finite synthetic stream has ended
                     if t1 - last_ok > self.lost_after_s:
-                        raise SourceLost(f"{self.source.name} stopped delivering frames after "
-                                         f"{self.captured} frames (unplugged?)")
+                        raise SourceLost(_lost_message(self.source, self.lost_after_s, self.captured))
                     time.sleep(0.01)
                     continue
                 last_ok = t1
@@ -377,14 +380,21 @@ class LatestFrameGrabber:
     def get(self, timeout: float | None = None) -> Frame | None:
         """The newest unread frame; None when the stream has ended (or ``timeout`` passed with no frame).
 
+        For a camera (``finite=False``) the wait is bounded by ``lost_after_s`` even when the capture thread
+        is stuck inside a blocking ``read()`` (some drivers block for seconds when the device vanishes).
+
         Raises:
             SourceLost: the camera stopped delivering frames.
         """
+        if not self.source.finite:
+            timeout = self.lost_after_s if timeout is None else min(timeout, self.lost_after_s)
         with self._cond:
             deadline = None if timeout is None else time.perf_counter() + timeout
             while self._slot is None and not self._ended:
                 left = None if deadline is None else deadline - time.perf_counter()
                 if left is not None and left <= 0:
+                    if not self.source.finite:
+                        raise SourceLost(_lost_message(self.source, self.lost_after_s, self.captured))
                     return None
                 self._cond.wait(left)
             frame, self._slot = self._slot, None
@@ -396,12 +406,17 @@ class LatestFrameGrabber:
                 raise SourceLost(f"{self.source.name} failed: {type(self._error).__name__}: {self._error}")
             return None
 
-    def stop(self) -> None:
-        """Stop the thread and close the source (idempotent)."""
+    def stop(self, join_s: float = 1.0) -> None:
+        """Stop the thread and close the source (idempotent).
+
+        A thread stuck in a blocking ``read()`` is left to die with the process (it is a daemon) and the
+        source is then not released from under it.
+        """
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=5.0)
-        self.source.close()
+            self._thread.join(timeout=join_s)
+        if not self._thread.is_alive():
+            self.source.close()
 
     def __enter__(self) -> LatestFrameGrabber:
         return self.start()
