@@ -177,6 +177,10 @@ class TorchRuntime(Runtime):
         if path.is_file():
             ckpt = read_checkpoint(path)
             name = ckpt.get("model") or self.options.get("model")
+            asked = self.options.get("model")
+            if asked and ckpt.get("model") and asked != ckpt["model"]:
+                raise ValueError(f"{path}: checkpoint is for model {ckpt['model']!r}, not {asked!r}; "
+                                 f"drop --model or pass --model {ckpt['model']}")
             if name is None:
                 raise ValueError(f"{path} is a bare state_dict: say which model it is (options model=NAME, "
                                  "or --model NAME on the command line)")

@@ -125,6 +125,8 @@ def test_torch_runtime_by_name_checkpoint_and_module(ref, batch, tmp_path):
         assert rt.manifest.target == "torch" and rt.manifest.input.shape == [-1, 3, -1, -1]
         assert rt.manifest.preprocessing.resize == "letterbox" and rt.manifest.weights["sha256"]
         np.testing.assert_array_equal(rt.infer(batch), want)
+    with pytest.raises(ValueError, match="checkpoint is for model 'ultralightunet-t', not 'ultralightunet-s'"):
+        runtimes.load(ckpt, runtime="torch", model="ultralightunet-s")
     # A bare state_dict needs the model name.
     bare = tmp_path / "bare.pt"
     torch.save(ref.state_dict(), bare)
