@@ -132,13 +132,19 @@ def fit_frame(frame: np.ndarray, size: tuple[int, int] | list[int], mode: str = 
 
 
 def normalize(frame: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
-    """HWC uint8 -> HWC float32: ``(x / 255 - mean) / std`` per channel."""
+    """HWC uint8 -> HWC float32: ``(x / 255 - mean) / std`` per channel (a view of a CHW buffer)."""
     c = frame.shape[2]
     if len(mean) != c or len(std) != c:
         raise ValueError(f"mean/std have {len(mean)}/{len(std)} values for a {c}-channel frame")
     m = np.asarray(mean, dtype=np.float32) * 255.0
     inv = 1.0 / (np.asarray(std, dtype=np.float32) * 255.0)
-    return (frame.astype(np.float32) - m) * inv
+    # One channel plane at a time into a channels-first buffer: numpy's broadcast over a trailing axis of 3
+    # is ~6x slower (0.75 vs 0.12 ms at 256x256), and preprocess() wants CHW anyway (same values).
+    out = np.empty((c, *frame.shape[:2]), dtype=np.float32)
+    for i in range(c):
+        np.subtract(frame[..., i], m[i], out=out[i], dtype=np.float32)
+        out[i] *= inv[i]
+    return out.transpose(1, 2, 0)
 
 
 def preprocess(frames: np.ndarray | list[np.ndarray], pre: Preprocessing,
