@@ -194,3 +194,28 @@ def test_torch_free_parts_import_without_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.stdout.strip() == "ok", res.stderr
     assert np is not None
+
+
+def test_converts_when_not_cached_then_reuses(setup, tmp_path):
+    pytest.importorskip("onnx")
+    cfg = _cfg(setup, tmp_path, artifacts=str(tmp_path / "fresh"))
+    first = run_benchmark(cfg, log=lambda m: None).rows[1]
+    assert first.status == OK and first.reused is False and first.convert_time_s > 0
+    assert first.agreement == pytest.approx(1.0, abs=1e-3) and first.max_abs_diff < 1e-3
+    again = run_benchmark(_cfg(setup, tmp_path, artifacts=str(tmp_path / "fresh")), log=lambda m: None).rows[1]
+    assert again.reused is True and again.artifact == first.artifact and again.size_bytes == first.size_bytes
+
+
+@pytest.mark.slow
+def test_full_matrix_every_target_and_precision(setup, tmp_path):
+    """The acceptance run in miniature: every target x precision, isolated, converting from scratch."""
+    cfg = _cfg(setup, tmp_path, targets="all", precisions="all", artifacts=str(tmp_path / "all"), isolate=True,
+               calibration=4, threads=2)
+    run = run_benchmark(cfg, log=lambda m: None)
+    assert len(run.rows) == 10
+    by = {(r.target, r.precision): r for r in run.rows}
+    for (target, precision), r in by.items():
+        assert r.status in (OK, FIDELITY_FAILED), (target, precision, r.reason)
+        assert r.latency_ms["p50"] > 0 and r.size_bytes > 0 and r.peak_rss_mb > 0
+        if precision == "fp32":
+            assert r.max_abs_diff < 1e-3, (target, r.max_abs_diff)
