@@ -34,7 +34,7 @@ from apps.endoscopy.capture import (
     reader_for,
 )
 from apps.endoscopy.inference import Segmenter, open_segmenter
-from apps.endoscopy.outputs import JsonlLog, Stats, Summary, VideoRecorder
+from apps.endoscopy.outputs import CODECS, JsonlLog, Stats, Summary, VideoRecorder
 from apps.endoscopy.overlay import HudInfo, analyse_mask, render
 from apps.endoscopy.serve import MjpegServer
 from runtimes.processing import write_image
@@ -100,6 +100,11 @@ class DemoConfig:
             raise ValueError(f"--threads must be >= 1, got {self.threads}")
         if self.size < 32:
             raise ValueError(f"--size must be >= 32, got {self.size}")
+        if self.record is not None and Path(self.record).suffix.lower() not in CODECS:
+            raise ValueError(f"--record {self.record}: unsupported container {Path(self.record).suffix or '(none)'}; "
+                             f"use one of {', '.join(CODECS)}")
+        if self.serve is not None and not 0 <= self.serve <= 65535:
+            raise ValueError(f"--serve port must be 0-65535, got {self.serve}")
         if self.camera_timeout <= 0:
             raise ValueError(f"--camera-timeout must be positive, got {self.camera_timeout}")
 
