@@ -21,62 +21,41 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
-             "avx512_vnni", "avx_vnni", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd",
-             "asimddp", "sve")
 THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "KMP_BLOCKTIME")
 PACKAGES = ("edgeseg", "numpy", "torch", "onnx", "onnxruntime", "onnxscript", "openvino", "nncf",
             "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao", "opencv-python-headless",
             "matplotlib", "scipy")
 
 
-def _cpuinfo() -> dict[str, str]:
-    """First processor block of /proc/cpuinfo (Linux), else empty."""
-    path = Path("/proc/cpuinfo")
-    if not path.is_file():
-        return {}
-    out: dict[str, str] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        if not line.strip():
-            if out:
-                break
-            continue
-        if ":" in line:
-            k, v = line.split(":", 1)
-            out.setdefault(k.strip(), v.strip())
-    return out
-
-
-def cpu_info() -> dict[str, Any]:
-    """CPU model, vendor, logical/usable cores, clock (MHz) and the ISA flags that matter for inference."""
-    info = _cpuinfo()
-    flags = set((info.get("flags") or info.get("Features") or "").split())
-    mhz: float | None = None
+def _clock_mhz() -> float | None:
+    """Nominal CPU clock in MHz: cpufreq's maximum when the kernel exposes it, else /proc/cpuinfo's figure."""
     max_freq = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
     if max_freq.is_file():
         try:
-            mhz = int(max_freq.read_text().strip()) / 1000.0
+            return int(max_freq.read_text().strip()) / 1000.0
         except ValueError:
-            mhz = None
-    if mhz is None and info.get("cpu MHz"):
-        try:
-            mhz = float(info["cpu MHz"])
-        except ValueError:
-            mhz = None
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count() or 1
-    return {
-        "model": info.get("model name") or platform.processor() or platform.machine(),
-        "vendor": info.get("vendor_id", ""),
-        "family": info.get("cpu family", ""),
-        "machine": platform.machine(),
-        "logical_cores": os.cpu_count(),
-        "usable_cores": usable,
-        "mhz": mhz,
-        "isa": [f for f in ISA_FLAGS if f in flags],
-    }
+            pass
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("cpu MHz") and ":" in line:
+                try:
+                    return float(line.split(":", 1)[1])
+                except ValueError:
+                    return None
+    return None
+
+
+def cpu_info() -> dict[str, Any]:
+    """``runtimes.sysinfo.cpu_info()`` (model, vendor, cores, ISA flags) plus the clock (``mhz``) and the
+    ISA summary line."""
+    from runtimes.sysinfo import cpu_info as _cpu
+    from runtimes.sysinfo import isa_summary
+
+    info = dict(_cpu())
+    info["mhz"] = _clock_mhz()
+    info["isa_summary"] = isa_summary(info.get("isa", []))
+    return info
 
 
 def flops_per_cycle(isa: list[str], vendor: str = "") -> int:
