@@ -93,6 +93,8 @@ class OnnxRuntime(Runtime):
         providers: explicit execution-provider list (overrides the device mapping).
         provider_options: list of per-provider option dicts, same order as the providers.
         optimization: graph optimisation level, one of "disable", "basic", "extended", "all" (default "all").
+        session_config: extra session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``
+            (no busy-waiting between ops: slower on an idle device, faster on an oversubscribed one).
 
     Examples:
         >>> with OnnxRuntime("model.onnx", device="cpu", threads=2) as rt:
@@ -136,6 +138,8 @@ class OnnxRuntime(Runtime):
             so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3  # errors only: EP fallback warnings are checked below instead
+        for key, value in (self.options.get("session_config") or {}).items():
+            so.add_session_config_entry(str(key), str(value))
         providers = list(self.options.get("providers") or providers_for(self._device))
         kwargs: dict[str, Any] = {"providers": providers}
         if self.options.get("provider_options") is not None:
