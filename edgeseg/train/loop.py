@@ -332,7 +332,10 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        train_model = DistributedDataParallel(train_model, device_ids=[local_rank] if use_cuda else None)
+        # find_unused_parameters: heads that the forward pass skips (e.g. deep-supervision heads) get no
+        # gradient, which DDP otherwise treats as an error
+        train_model = DistributedDataParallel(train_model, device_ids=[local_rank] if use_cuda else None,
+                                              find_unused_parameters=True)
     mean = torch.tensor(mcfg.mean[: mcfg.in_channels]).view(1, -1, 1, 1)
     std = torch.tensor(mcfg.std[: mcfg.in_channels]).view(1, -1, 1, 1)
     augment = None

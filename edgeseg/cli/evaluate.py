@@ -1,0 +1,134 @@
+"""Evaluate a checkpoint (or a model's shipped weights) on a dataset: Dice, IoU, recall, precision, HD95.
+
+Means over cases are printed (or, with --json, one JSON object on stdout); --out writes per_case.csv and
+summary.json. HD95 is averaged over the cases where it is defined (hd95_undefined counts the others:
+exactly one of prediction and ground truth empty). Metrics are computed at the masks' own resolution.
+
+Examples:
+  edgeseg evaluate --model ultralightunet-s --data data/kvasir-seg --split val --json
+  edgeseg evaluate --weights runs/uls/best.pt --data synthetic --out reports/uls
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("weights")
+    src.add_argument("--weights", default=None, help="checkpoint file (edgeseg checkpoint or state_dict)")
+    src.add_argument("--model", default=None, help="registry name; without --weights its shipped weights are used")
+    p.add_argument("--data", default="synthetic", help="dataset folder or synthetic[:N]")
+    p.add_argument("--split", default=None,
+                   help="split to evaluate (default: val when the data has one, else every pair; 'all' for every pair)")
+    p.add_argument("--img-size", type=int, default=None, help="input size (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", default=None, help="folder for per_case.csv and summary.json")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def resolve_model(weights: str | None, model: str | None):
+    """(model, checkpoint dict or None, weights description) for --weights / --model."""
+    from edgeseg.models import create_model
+    from edgeseg.models._registry import warn_random_weights
+    from edgeseg.weights import load_weights, model_card, read_checkpoint, shipped_weights
+
+    if weights is None and model is None:
+        raise ValueError("give --weights CKPT or --model NAME (which uses the weights shipped for it)")
+    if weights is not None:
+        ckpt = read_checkpoint(weights)
+        name = ckpt.get("model") or model
+        if name is None:
+            raise ValueError(f"{weights}: a bare state_dict does not name its model; add --model NAME")
+        if model is not None and ckpt.get("model") not in (None, model):
+            raise ValueError(f"{weights}: checkpoint is for model {ckpt['model']!r}, not {model!r}; "
+                             f"use --model {ckpt['model']} or another checkpoint")
+        net = create_model(name, **ckpt.get("model_kwargs", {}))
+        load_weights(net, weights, expected_model=name)
+        return net, ckpt, str(weights)
+    path = shipped_weights(model)
+    if path is None:
+        net = create_model(model)
+        warn_random_weights(model)
+        print(f"WARNING: {model} has no shipped weights: evaluating RANDOM weights", file=sys.stderr)
+        return net, None, "random"
+    ckpt = read_checkpoint(path)
+    net = create_model(model, **ckpt.get("model_kwargs", {}))
+    load_weights(net, path, expected_model=model)
+    card = model_card(model) or {}
+    dice = card.get("val_dice")
+    print(f"using the weights shipped for {model} ({path.name}"
+          + (f", card val Dice {dice:.4f}" if isinstance(dice, float) else "") + ")", file=sys.stderr)
+    return net, ckpt, f"shipped:{path.name}"
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from edgeseg._io import atomic_write_json, atomic_write_text, check_writable_dir
+    from edgeseg.data.sources import _has_split, _is_synthetic, open_split
+    from edgeseg.data.transforms import preprocessing_dict
+    from edgeseg.train.evaluate import evaluate_pairs
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = check_writable_dir(args.out) if args.out else None
+    net, ckpt, wdesc = resolve_model(args.weights, args.model)
+    cfg = net.model_cfg
+    pre = dict((ckpt or {}).get("preprocessing") or preprocessing_dict(cfg.input_size, cfg.mean, cfg.std))
+    if args.img_size:
+        if args.img_size % cfg.divisible_by:
+            raise ValueError(f"--img-size must be a multiple of {cfg.divisible_by}, got {args.img_size}")
+        pre["size"] = [args.img_size, args.img_size]
+    num_classes = int(((ckpt or {}).get("model_kwargs") or {}).get("num_classes", cfg.num_classes))
+    split = args.split
+    if split is None:
+        split = "val" if _is_synthetic(args.data) or _has_split_safe(args.data, _has_split) else None
+    elif split == "all":
+        split = None
+    ds = open_split(args.data, split, pre["size"][0], "binary" if num_classes == 1 else "labels",
+                    pre.get("color", "rgb"))
+    pairs = _NativeSize(ds)
+    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    net.to(device)
+    res = evaluate_pairs(net, pairs, pre, num_classes, args.batch_size, device, ids=ds.ids)
+    summary = {**res.summary(), "model": cfg.name, "weights": wdesc, "data": args.data, "split": split,
+               "img_size": pre["size"]}
+    if out is not None:
+        atomic_write_text(out / "per_case.csv", res.to_csv())
+        atomic_write_json(out / "summary.json", summary)
+    if args.json:
+        from edgeseg.cli._format import print_json
+
+        print_json(summary)
+    else:
+        m = res.mean
+        print(f"{cfg.name} on {args.data} (split {split}, n={res.n}, input {pre['size'][0]}x{pre['size'][1]}):")
+        print(f"  Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  recall {m['recall']:.4f}  "
+              f"precision {m['precision']:.4f}  HD95 {m['hd95']:.2f} px ({m['hd95_undefined']} undefined)")
+        if out is not None:
+            print(f"  per-case: {out / 'per_case.csv'}")
+    return 0
+
+
+def _has_split_safe(data: str, has_split) -> bool:
+    from pathlib import Path
+
+    root = Path(data)
+    return root.is_dir() and has_split(root, "val")
+
+
+class _NativeSize:
+    """Pairs at the files' own size (the model input is resized; metrics use the original mask)."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        return self.ds.load(i, resize=False)
