@@ -33,7 +33,10 @@ class _AtomicFile:
         if self.dest.is_dir():
             raise ValueError(f"{self.dest} is a folder; give a file name")
         self._cm = atomic_path(self.dest)
-        self.tmp = self._cm.__enter__()
+        try:
+            self.tmp = self._cm.__enter__()
+        except OSError as exc:
+            raise ValueError(f"cannot write {self.dest} ({exc.strerror}); choose a writable path") from None
 
     def commit(self) -> Path:
         self._cm.__exit__(None, None, None)

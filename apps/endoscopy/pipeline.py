@@ -224,14 +224,17 @@ def run_demo(config: DemoConfig, segmenter: Segmenter | None = None, source: Sou
     if display is None and not config.headless:
         display = Display()  # no GUI here: say so before loading anything
     owns_segmenter = segmenter is None
+    handed_over = False
     try:
         if segmenter is None:
             segmenter = open_segmenter(config.artifact, config.model, runtime=config.runtime,
                                        device=config.device, threads=config.threads, threshold=config.threshold)
         source.open()  # fails here (no camera, unreadable file) before anything is written
+        handed_over = True  # from here the loop's reader closes the source (and leaves a hung camera alone)
         return _loop(config, segmenter, source, display, max_frames, on_frame)
     finally:
-        source.close()
+        if not handed_over:
+            source.close()
         if display is not None:
             display.close()
         if owns_segmenter and segmenter is not None:
@@ -243,16 +246,23 @@ def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_
     desc = seg.describe()
     info = {**desc, "source": source.name, "mode": "live (newest frame)" if source.live else "every frame",
             "threads": seg.runtime.threads}
-    recorder = VideoRecorder(config.record, fps=source.fps or 30.0) if config.record else None
-    log = JsonlLog(config.log) if config.log else None
+    reader = reader_for(source, lost_after_s=config.camera_timeout)
     server = None
-    if config.serve is not None:
-        server = MjpegServer(config.serve, title=f"{desc['model']} on {desc['runtime']}/{desc['device']}").start()
-        _log_line(f"edgeseg demo: serving the overlay at {server.url}")
+    try:
+        if config.serve is not None:
+            server = MjpegServer(config.serve, title=f"{desc['model']} on {desc['runtime']}/{desc['device']}")
+            server.start()
+            _log_line(f"edgeseg demo: serving the overlay at {server.url}")
+        recorder = VideoRecorder(config.record, fps=source.fps or 30.0) if config.record else None
+        log = JsonlLog(config.log) if config.log else None  # last: the only one that creates a file here
+    except BaseException:
+        if server is not None:
+            server.close()
+        reader.stop()
+        raise
     state = LoopState(threshold=seg.threshold)
     hud = HudInfo(model=desc["model"], runtime=desc["runtime"], device=desc["device"],
                   precision=desc["precision"], threshold=state.threshold)
-    reader = reader_for(source, lost_after_s=config.camera_timeout)
     stats = Stats()
     recent: deque[float] = deque(maxlen=30)
     status, message = "completed", ""
