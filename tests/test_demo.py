@@ -297,6 +297,30 @@ def test_camera_hanging_in_read_is_lost_after_the_timeout(tmp_path):
     assert took < 5 and len((tmp_path / "h.jsonl").read_text().splitlines()) == summary.frames >= 1
 
 
+def test_sigterm_on_a_serving_realtime_run_finalises_everything(onnx_artifact, tmp_path):
+    """The way a headless device run ends (ssh closes, `timeout`, systemd): SIGTERM -> exit 0, files whole."""
+    rec, log = tmp_path / "t.avi", tmp_path / "t.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "edgeseg", "demo", "--artifact", str(onnx_artifact),
+                             "--source", "synthetic", "--size", "64", "--realtime", "--headless", "--serve", "0",
+                             "--record", str(rec), "--log", str(log)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        url = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+        assert url, line
+        jpg = urllib.request.urlopen(url.group(1) + "frame.jpg", timeout=30).read()
+        assert cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR).shape == (64, 64, 3)
+        time.sleep(0.5)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "edgeseg demo: interrupted" in out
+    n = len(log.read_text().splitlines())
+    assert n >= 1 and _decode_count(rec) == n
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.avi", "t.jsonl"]
+
+
 def test_runtime_failure_mid_stream_keeps_what_was_recorded(clip, tmp_path):
     rec = tmp_path / "r.avi"
     # the oracle fails on its 7th call: the untimed first pass + frames 0-4 succeed, frame 5 fails
