@@ -22,6 +22,7 @@ EXTRAS: dict[str, str] = {
     "tflite_runtime": "tflite",
     "cv2": "app",
     "monai": "3d",
+    "einops": "3d",
     "nibabel": "3d",
     "matplotlib": "bench",
     "yaml": "core",

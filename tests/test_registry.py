@@ -60,20 +60,25 @@ def _within_paper_precision(measured: float, paper: float, rel: float) -> bool:
 
 
 PAPER = [n for n in ALL if get_model_cfg(n).paper.params_m is not None]
+# Families reconstructed without public code, which their issue accepts within a wider tolerance.
+_PARAMS_REL_TOL = {"ultralightunet3d": 0.03}
 
 
 @pytest.mark.parametrize("name", PAPER)
 def test_params_match_paper(name):
     cfg = get_model_cfg(name)
     params_m = sum(p.numel() for p in create_model(name).parameters()) / 1e6
-    assert _within_paper_precision(params_m, cfg.paper.params_m, 0.01), (params_m, cfg.paper.params_m)
+    rel = _PARAMS_REL_TOL.get(cfg.family, 0.01)
+    assert _within_paper_precision(params_m, cfg.paper.params_m, rel), (params_m, cfg.paper.params_m)
 
 
-@pytest.mark.parametrize("name", [n for n in PAPER if get_model_cfg(n).paper.flops_g is not None])
+@pytest.mark.parametrize("name", [n for n in ALL if get_model_cfg(n).paper.flops_g is not None])
 def test_flops_match_paper(name):
     cfg = get_model_cfg(name)
     if cfg.spatial_dims == 3 and max(cfg.paper.input_size) > 64 and cfg.paper.flops_g > 5:
         pytest.skip("large 3D FLOP counts are checked in the slow suite")
+    if cfg.paper.flops_g > 20:
+        pytest.skip("counts above 20 GFLOPs are checked in the slow suite (tests/test_zoo.py)")
     prof = edgeseg.profile(name, cfg.paper.input_size)
     assert math.isclose(prof.gflops, cfg.paper.flops_g, rel_tol=0.03), (prof.gflops, cfg.paper.flops_g)
 

@@ -1,6 +1,12 @@
 """Model zoo: importing this package registers every model family."""
 
-from edgeseg.models import ultralightunet  # noqa: F401  (registers the family)
+from edgeseg.models import (  # noqa: F401  (importing a family module registers its models)
+    baselines,
+    pam_unet,
+    ultralightunet,
+    ultralightunet3d,
+    unetr,
+)
 from edgeseg.models._registry import (
     ModelCfg,
     PaperFigures,
