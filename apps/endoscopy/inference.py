@@ -65,8 +65,8 @@ class Segmenter:
         if channels not in (-1, None) and channels != want:
             raise ValueError(f"{self.runtime.artifact}: the manifest says color={self.pre.color!r} but the "
                              f"model takes {channels} channels; the artifact and its manifest do not match")
-        for dim, name in zip(nchw[2:], ("height", "width")):
-            if dim not in (-1, None) and dim != self.pre.size[("height", "width").index(name)]:
+        for dim, want_dim, name in zip(nchw[2:], self.pre.size, ("height", "width")):
+            if dim not in (-1, None) and dim != want_dim:
                 raise ValueError(f"{self.runtime.artifact}: model input {name} {dim} differs from the "
                                  f"manifest's preprocessing size {self.pre.size}; re-export the artifact")
         if self.post.activation not in ("sigmoid", "softmax"):
