@@ -20,11 +20,20 @@ from typing import Any
 
 import numpy as np
 
-from converters.base import PRECISIONS, Artifact, ConvertConfig, get_converter, get_target, list_targets
+from converters.base import (
+    PRECISIONS,
+    Artifact,
+    ConvertConfig,
+    Converter,
+    get_converter,
+    get_target,
+    list_targets,
+)
 from converters.calibration import (
     DEFAULT_CALIB_SIZE,
     DEFAULT_VERIFY_SIZE,
     CalibrationSet,
+    check_source,
     load_images,
     random_inputs,
 )
@@ -100,30 +109,25 @@ def _check_backends(targets: list[str], verify: bool) -> None:
 
 
 def _load_model(model: Any, weights: str | Path | None, model_kwargs: dict[str, Any]
-                ) -> tuple[Any, Any, dict[str, Any], dict[str, Any] | None]:
-    """(nn.Module in eval mode, ModelCfg, weights record, checkpoint dict or None)."""
-    from edgeseg.models import create_model, get_model_cfg
+                ) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+    """(nn.Module in eval mode, weights record, checkpoint dict or None)."""
+    from edgeseg.models import create_model
     from edgeseg.models._registry import warn_random_weights
     from edgeseg.weights import read_checkpoint, shipped_weights
 
     if not isinstance(model, str):  # an nn.Module given by the caller
-        cfg = getattr(model, "model_cfg", None)
-        if cfg is None:
-            raise ValueError("an nn.Module passed to convert_model needs a .model_cfg (build it with create_model)")
-        return model.eval(), cfg, {"source": "module", "sha256": None}, None
-    cfg = get_model_cfg(model)
+        return model.eval(), {"source": "module", "sha256": None}, None
     if weights is not None:
         path, source = Path(weights), "given"
     else:
         path, source = shipped_weights(model), "shipped"
     if path is None:
         warn_random_weights(model)
-        net = create_model(model, **model_kwargs).eval()
-        return net, cfg, weights_record(None, "random"), None
+        return create_model(model, **model_kwargs).eval(), weights_record(None, "random"), None
     ckpt = read_checkpoint(path)
     kwargs = {**(ckpt.get("model_kwargs") or {}), **model_kwargs}
     net = create_model(model, weights=path, **kwargs).eval()
-    return net, cfg, weights_record(path, source), ckpt
+    return net, weights_record(path, source), ckpt
 
 
 def _sizes(img_size: int | Sequence[int] | None, cfg: Any) -> tuple[int, ...]:
@@ -209,29 +213,38 @@ def convert_model(
         >>> convert_model("ultralightunet-s", "all", "all", calib="data/kvasir-seg", out_dir="exports")
     """
     say = log or (lambda _msg: None)
+    from edgeseg._io import check_writable_dir
+    from edgeseg.models import get_model_cfg
+
+    # every check that needs no model weights and no data comes first
     targets = _expand(target, list_targets(), "target")
     precisions = _expand(precision, PRECISIONS, "precision")
-    net, mcfg, wrec, ckpt = _load_model(model, weights, dict(model_kwargs or {}))
-    size = _sizes(img_size, mcfg)
-    in_ch = int(getattr(net, "in_channels", mcfg.in_channels))
-    classes = int(getattr(net, "num_classes", mcfg.num_classes))
-    # validate every combination before any heavy work (cheap: calibration is attached later)
-    base = dict(input_size=size, in_channels=in_ch, batch=batch, layout=layout, int8_scheme=int8_scheme,
-                calib_method=calib_method, quantizer=quantizer, opset=opset, exporter=exporter, simplify=simplify)
     needs_calib = "int8" in precisions and int8_scheme == "static"
     if needs_calib and calib is None:
         raise ValueError("int8 needs calibration data: pass --calib IMAGE_FOLDER or --calib synthetic "
                          "(or --int8-scheme dynamic, which needs none)")
+    if calib is not None and (needs_calib or verify):
+        check_source(calib)
+    kwargs = dict(model_kwargs or {})
+    mcfg = get_model_cfg(model) if isinstance(model, str) else getattr(model, "model_cfg", None)
+    if mcfg is None:
+        raise ValueError("an nn.Module passed to convert_model needs a .model_cfg (build it with create_model)")
+    size = _sizes(img_size, mcfg)
+    in_ch = int(kwargs.get("in_channels", getattr(model, "in_channels", mcfg.in_channels)))
+    base = dict(input_size=size, in_channels=in_ch, batch=batch, layout=layout, int8_scheme=int8_scheme,
+                calib_method=calib_method, quantizer=quantizer, opset=opset, exporter=exporter, simplify=simplify)
     for t in targets:
         for p in precisions:
             static = p == "int8" and int8_scheme == "static"
             ConvertConfig(target=t, precision=p, **base,
                           calibration=_placeholder(in_ch, size, max_dice_drop is not None) if static else None,
                           max_dice_drop=max_dice_drop if p == "int8" else None)
-    from edgeseg._io import check_writable_dir
-
     out = check_writable_dir(out_dir)
     _check_backends(targets, verify)
+
+    net, wrec, ckpt = _load_model(model, weights, kwargs)
+    classes = int(getattr(net, "num_classes", mcfg.num_classes))
+    in_ch = base["in_channels"] = int(getattr(net, "in_channels", in_ch))  # a checkpoint may set it
     pre = preprocessing_for(mcfg, size, ckpt, in_ch)
     calibration = load_images(calib, calib_size, pre, "calibration", in_ch) if needs_calib else None
     if calibration is not None:
@@ -240,16 +253,17 @@ def convert_model(
     sample_np = held_back.images[:1] if held_back is not None else np.zeros((1, in_ch, *size), np.float32)
     import torch
 
-    model_cfg = {**mcfg.to_dict(), "model_kwargs": dict(model_kwargs or {}), "input_size": list(size)}
+    model_cfg = {**mcfg.to_dict(), "model_kwargs": kwargs, "input_size": list(size)}
     results = []
     for t in targets:
+        converter = get_converter(t)  # one instance per target: it may reuse work across precisions
         for p in precisions:
             cfg = ConvertConfig(target=t, precision=p, calibration=calibration if p == "int8" else None,
                                 max_dice_drop=max_dice_drop if p == "int8" else None, **base)
             sample = torch.from_numpy(np.repeat(sample_np, int(batch or 1), axis=0))
             say(f"converting {mcfg.name} -> {t} {cfg.tag} ({cfg.layout}, batch {batch or 'dynamic'}) ...")
-            res = _convert_one(net, sample, cfg, out, _file_name(name or mcfg.name, cfg), mcfg.name, model_cfg,
-                               pre, classes, wrec, held_back, threads)
+            res = _convert_one(converter, net, sample, cfg, out, _file_name(name or mcfg.name, cfg), mcfg.name,
+                               model_cfg, pre, classes, wrec, held_back, threads)
             say(f"  {res.artifact.path} ({res.artifact.size_bytes / 1024:.1f} KiB, "
                 f"{res.artifact.convert_time_s:.1f} s)" + (f": {res.parity.summary()}" if res.parity else ""))
             results.append(res)
@@ -269,7 +283,7 @@ def _verification_set(calib: str | Path | None, n: int, pre: Any, in_ch: int, si
     return load_images(calib if calib is not None else "synthetic", n, pre, "verification", in_ch)
 
 
-def _convert_one(net: Any, sample: Any, cfg: ConvertConfig, out: Path, file_name: str, model_name: str,
+def _convert_one(converter: Converter, net: Any, sample: Any, cfg: ConvertConfig, out: Path, file_name: str, model_name: str,
                  model_cfg: dict[str, Any], pre: Any, classes: int, wrec: dict[str, Any],
                  held_back: CalibrationSet | None, threads: int | None) -> ConvertResult:
     final = out / file_name
@@ -279,7 +293,7 @@ def _convert_one(net: Any, sample: Any, cfg: ConvertConfig, out: Path, file_name
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            art = get_converter(cfg.target).convert(net, sample, cfg, staging / file_name)
+            art = converter.convert(net, sample, cfg, staging / file_name)
         manifest = build_manifest(art, cfg, model_name, model_cfg, pre, classes, wrec)
         manifest.save(manifest_path(art.path))
         parity = None

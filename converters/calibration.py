@@ -81,6 +81,31 @@ def _resize_masks(masks: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     return np.stack(out).astype(np.uint8)
 
 
+def check_source(source: str | Path) -> None:
+    """Fail early (before any model is built) when ``source`` cannot supply images.
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        ValueError: not a folder, or no image/mask pairs in it.
+    """
+    source = str(source)
+    if _is_synthetic(source):
+        return
+    from edgeseg.data.folder import find_pairs
+
+    root = Path(source)
+    if not root.exists():
+        raise FileNotFoundError(f"calibration folder not found: {root} (pass an image folder or 'synthetic')")
+    if not root.is_dir():
+        raise ValueError(f"--calib must be an image folder or 'synthetic', got the file {root}")
+    try:
+        pairs = find_pairs(root)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ValueError(f"no usable calibration images in {root}: {str(exc).splitlines()[0]}") from None
+    if not pairs:
+        raise ValueError(f"no usable calibration images in {root}")
+
+
 def load_images(
     source: str | Path,
     n: int,
@@ -128,10 +153,7 @@ def load_images(
         from edgeseg.data.sources import open_train_val
 
         root = Path(source)
-        if not root.exists():
-            raise FileNotFoundError(f"calibration folder not found: {root} (pass an image folder or 'synthetic')")
-        if not root.is_dir():
-            raise ValueError(f"--calib must be an image folder or 'synthetic', got the file {root}")
+        check_source(root)
         try:
             train, val, tspec, vspec = open_train_val(str(root), None, size[0], color=preprocessing.color)
         except (ValueError, FileNotFoundError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -73,8 +74,8 @@ def build_manifest(art: Artifact, cfg: ConvertConfig, model_name: str, model_cfg
         preprocessing=pre,
         postprocessing=Postprocessing(activation="sigmoid" if num_classes == 1 else "softmax", threshold=0.5,
                                       num_classes=num_classes),
-        model_cfg=model_cfg,
-        weights=weights,
+        model_cfg=json.loads(json.dumps(model_cfg, default=str)),  # as it reads back from disk
+        weights=json.loads(json.dumps(weights, default=str)),
         quantization=quant,
         versions={"converter": f"converters.{art.target} (edgeseg {library_versions().get('edgeseg', '?')})",
                   **library_versions()},

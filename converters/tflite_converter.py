@@ -80,6 +80,24 @@ class TFLiteConverter(Converter):
 
     target = "tflite"
 
+    def __init__(self) -> None:
+        # fp32 flatbuffers already made by this instance, reused by fp16 / ai-edge-quantizer int8 (the
+        # litert-torch conversion is the slow step: ~30-70 s on 2 cores)
+        self._fp32: dict[tuple[Any, ...], bytes] = {}
+
+    def _fp32_flatbuffer(self, net: Any, x: Any, cfg: ConvertConfig, model: Any, path: Path) -> bool:
+        """Write the fp32 flatbuffer to ``path``; True when it came from this instance's cache."""
+        import litert_torch
+
+        key = (id(model), cfg.layout, cfg.batch, cfg.input_size, cfg.in_channels)
+        if key in self._fp32:
+            path.write_bytes(self._fp32[key])
+            return True
+        with _quiet():
+            litert_torch.convert(net.eval(), (x,)).export(str(path))
+        self._fp32[key] = path.read_bytes()
+        return False
+
     def _convert(self, model: Any, sample: Any, cfg: ConvertConfig, out_path: Path) -> Artifact:
         import litert_torch
 
@@ -92,8 +110,7 @@ class TFLiteConverter(Converter):
             quant = self._pt2e(net, x, cfg, out_path)
         else:
             fp32_path = out_path if cfg.precision == "fp32" else out_path.with_name(out_path.stem + ".fp32.tflite")
-            with _quiet():
-                litert_torch.convert(net.eval(), (x,)).export(str(fp32_path))
+            extra["fp32_flatbuffer_reused"] = self._fp32_flatbuffer(net, x, cfg, model, fp32_path)
             if cfg.precision != "fp32":
                 quant = self._aeq(fp32_path, out_path, cfg)
                 fp32_path.unlink(missing_ok=True)

@@ -96,6 +96,10 @@ def main(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"edgeseg: warning: {str(message).strip().splitlines()[0]}", file=sys.stderr, flush=True)
+
+    warnings.showwarning = one_line_warning
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     with _stdout_to_stderr(args.json):

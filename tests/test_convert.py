@@ -1,0 +1,276 @@
+"""`edgeseg convert` / converters.convert_model: the targets x precisions matrix for ultralightunet-t at 64x64.
+
+Every artifact is checked three ways: the parity figures the converter recorded, an independent re-run
+through ``runtimes.load`` on fresh images against the torch model, and the manifest against the file
+(sha256, shapes, layout, precision, calibration count, weights hash). The model is ultralightunet-t with
+random weights whose output bias is centred on synthetic images, so the reference masks are about half
+foreground and mask agreement is not trivially 1.0 (an untrained model otherwise predicts empty masks).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+torch = pytest.importorskip("torch")
+
+SIZE = 64
+CALIB = 24
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """ultralightunet-t, random weights (seed 0), output bias centred so masks are ~50% foreground."""
+    from converters.calibration import load_images
+    from edgeseg.models import create_model
+    from edgeseg.weights import CHECKPOINT_FORMAT
+    from runtimes.manifest import Preprocessing
+
+    torch.manual_seed(0)
+    model = create_model("ultralightunet-t").eval()
+    x = torch.from_numpy(load_images("synthetic", 8, Preprocessing(size=[SIZE, SIZE]), "verification").images)
+    with torch.no_grad():
+        model.out4.bias -= model(x).median()
+    path = tmp_path_factory.mktemp("ckpt") / "ult-centred.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model": "ultralightunet-t", "state_dict": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint):
+    from edgeseg.models import create_model
+
+    return create_model("ultralightunet-t", weights=checkpoint).eval()
+
+
+def _convert(checkpoint, out, target, precisions, **kw):
+    from converters import convert_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "fewer than 100 calibration images"
+        return convert_model("ultralightunet-t", target, precisions, weights=checkpoint, img_size=SIZE,
+                             calib="synthetic", calib_size=CALIB, verify_size=8, out_dir=out, **kw)
+
+
+@pytest.fixture(scope="module")
+def onnx_results(checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    return (_convert(checkpoint, out, "onnx", ["fp32", "fp16", "int8"])
+            + _convert(checkpoint, out, "onnx", "int8", int8_scheme="dynamic", batch=None))
+
+
+@pytest.fixture(scope="module")
+def openvino_results(checkpoint, tmp_path_factory):
+    return _convert(checkpoint, tmp_path_factory.mktemp("ov"), "openvino", ["fp32", "int8"])
+
+
+@pytest.fixture(scope="module")
+def tflite_results(checkpoint, tmp_path_factory):
+    return _convert(checkpoint, tmp_path_factory.mktemp("tfl"), "tflite", "fp32")
+
+
+def _fresh_images(n: int = 4) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    return rng.standard_normal((n, 3, SIZE, SIZE)).astype(np.float32)
+
+
+def check_artifact(res, reference, checkpoint, max_abs: float | None, min_agreement: float) -> None:
+    """Recorded parity, an independent re-run, and the manifest's truthfulness."""
+    import runtimes
+    from converters.verify import masks_of
+    from edgeseg._io import sha256_file
+    from runtimes.manifest import Manifest, manifest_path
+
+    art = res.artifact
+    # the manifest on disk is the one returned, and describes the file truthfully
+    m = Manifest.load(manifest_path(art.path))
+    assert m.to_dict() == res.manifest.to_dict()
+    assert m.artifact == art.path.name and m.target == art.target and m.precision == art.precision
+    assert set(m.files) == {f.name for f in art.files}
+    for f in art.files:
+        assert f.parent == art.path.parent and m.files[f.name] == sha256_file(f)
+    assert m.weights["sha256"] == sha256_file(checkpoint) and m.weights["source"] == "given"
+    assert m.model == "ultralightunet-t" and m.model_cfg["input_size"] == [SIZE, SIZE]
+    assert m.preprocessing.size == [SIZE, SIZE] and m.preprocessing.mean == pytest.approx([0.485, 0.456, 0.406])
+    assert m.input.nchw_shape()[1:] == [3, SIZE, SIZE] and m.output.nchw_shape()[1:] == [1, SIZE, SIZE]
+    assert m.input.layout == ("nhwc" if m.input.shape[-1] == 3 else "nchw")
+    assert m.versions["torch"] == torch.__version__.split("+")[0] or m.versions["torch"] == torch.__version__
+    assert m.extra["size_bytes"] == sum(f.stat().st_size for f in art.files) == art.size_bytes
+    if m.quantization["scheme"] == "static":
+        assert m.quantization["calibration"]["count"] == CALIB
+        assert m.quantization["calibration"]["source"] == "synthetic"
+    # recorded parity
+    par = m.parity
+    assert par["passed"] and par["n_images"] == 8 and par["inputs"]["role"] == "verification"
+    assert 0.2 < par["reference_foreground"] < 0.8  # the masks are not trivial
+    assert par["mask_agreement"] >= min_agreement
+    if max_abs is not None:
+        assert par["max_abs_diff"] <= max_abs
+    # independent re-run on other inputs, through the public runtimes API
+    x = _fresh_images()
+    with runtimes.load(art.path) as rt:
+        got = rt.infer(x)
+    with torch.no_grad():
+        want = reference(torch.from_numpy(x)).numpy()
+    assert got.shape == want.shape == (4, 1, SIZE, SIZE)
+    if max_abs is not None:
+        assert np.abs(got - want).max() <= max_abs
+    a, b = masks_of(want, m.postprocessing), masks_of(got, m.postprocessing)
+    assert np.mean(a == b) >= min_agreement - 0.02
+
+
+# (target fixture, precision tag, max abs logit difference or None, min mask agreement)
+ONNX_CASES = [("fp32", 1e-4, 0.999), ("fp16", 5e-3, 0.98), ("int8", None, 0.95), ("int8-dynamic", None, 0.95)]
+
+
+@pytest.mark.parametrize("tag,max_abs,agreement", ONNX_CASES)
+def test_onnx_matrix(onnx_results, reference, checkpoint, tag, max_abs, agreement):
+    [res] = [r for r in onnx_results if r.artifact.path.stem.split("_")[1] == tag]
+    check_artifact(res, reference, checkpoint, max_abs, agreement)
+    import onnx
+
+    model = onnx.load(str(res.artifact.path))
+    onnx.checker.check_model(model)
+    assert res.manifest.extra["opset"] >= 17
+    if tag == "fp16":
+        assert res.manifest.input.dtype == "float32"  # fp16 inside, float32 I/O
+        assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    if tag == "int8":
+        assert {"QuantizeLinear", "DequantizeLinear"} <= set(res.manifest.extra["op_types"])
+        assert res.manifest.quantization["calibration_method"] == "minmax"
+    if tag == "int8-dynamic":
+        assert res.manifest.input.shape[0] == -1 and res.manifest.extra["batch"] == "dynamic"
+        assert "calibration" not in res.manifest.quantization
+
+
+@pytest.mark.parametrize("tag,max_abs,agreement", [("fp32", 1e-4, 0.999), ("int8", None, 0.95)])
+def test_openvino_matrix(openvino_results, reference, checkpoint, tag, max_abs, agreement):
+    [res] = [r for r in openvino_results if r.artifact.precision == tag]
+    check_artifact(res, reference, checkpoint, max_abs, agreement)
+    assert [f.suffix for f in res.artifact.files] == [".bin", ".xml"]
+    if tag == "int8":
+        assert "FakeQuantize" in res.manifest.extra["op_types"]
+
+
+def test_tflite_fp32_channels_last(tflite_results, reference, checkpoint):
+    [res] = tflite_results
+    check_artifact(res, reference, checkpoint, 1e-4, 0.999)
+    assert res.manifest.input.layout == "nhwc" and res.manifest.input.shape == [1, SIZE, SIZE, 3]
+    assert res.manifest.output.shape == [1, SIZE, SIZE, 1]
+
+
+# ---- the slow rest of the matrix ----
+@pytest.mark.slow
+@pytest.mark.parametrize("precision,kw,max_abs,agreement", [
+    ("fp16", {}, 5e-3, 0.98),
+    ("int8", {"int8_scheme": "dynamic"}, None, 0.95),
+    ("int8", {"quantizer": "pt2e"}, None, 0.9),
+    ("int8", {"quantizer": "aeq"}, None, 0.9),
+    ("fp32", {"layout": "nchw"}, 1e-4, 0.999),
+])
+def test_tflite_matrix_slow(checkpoint, reference, tmp_path, precision, kw, max_abs, agreement):
+    [res] = _convert(checkpoint, tmp_path, "tflite", precision, **kw)
+    check_artifact(res, reference, checkpoint, max_abs, agreement)
+    if kw.get("quantizer") == "pt2e":
+        assert res.manifest.input.dtype == "int8" and res.manifest.input.scale > 0  # full integer, int8 I/O
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target,precision,kw", [
+    ("openvino", "fp16", {}), ("openvino", "fp32", {"layout": "nhwc", "batch": None}),
+    ("onnx", "int8", {"calib_method": "entropy"}), ("onnx", "fp32", {"exporter": "dynamo"}),
+])
+def test_more_variants_slow(checkpoint, reference, tmp_path, target, precision, kw):
+    [res] = _convert(checkpoint, tmp_path, target, precision, **kw)
+    check_artifact(res, reference, checkpoint, 5e-3 if precision != "int8" else None, 0.95)
+
+
+# ---- atomicity ----
+def test_a_failed_conversion_leaves_no_complete_looking_artifact(checkpoint, tmp_path, monkeypatch):
+    import converters.api as api
+
+    stale = tmp_path / "ultralightunet-t_fp32.onnx.json"
+    stale.write_text("{}")
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "verify_artifact", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _convert(checkpoint, tmp_path, "onnx", "fp32")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no artifact, no stale manifest, no staging
+
+
+# ---- the command line ----
+def _cli(*args: str, code: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "edgeseg", "convert", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_json_document(checkpoint, tmp_path):
+    res = _cli("--model", "ultralightunet-t", "--weights", str(checkpoint), "--target", "onnx",
+               "--img-size", str(SIZE), "--verify-size", "4", "--out", str(tmp_path), "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads(res.stdout)
+    [a] = doc["artifacts"]
+    assert a["target"] == "onnx" and a["precision"] == "fp32" and doc["passed"] is True
+    assert Path(a["path"]).stat().st_size == a["size_bytes"] and Path(a["manifest"]).is_file()
+    assert a["parity"]["max_abs_diff"] < 1e-4 and a["parity"]["mask_agreement"] >= 0.999
+
+
+def test_cli_failing_parity_exits_nonzero(checkpoint, tmp_path, monkeypatch, capsys):
+    from converters import verify
+    from edgeseg.cli import main
+
+    monkeypatch.setitem(verify.TOLERANCES, "fp32", {"atol": 1e-3, "rtol": 1e-4, "mask_agreement": 1.01})
+    code = main(["convert", "--model", "ultralightunet-t", "--weights", str(checkpoint), "--target", "onnx",
+                 "--img-size", str(SIZE), "--verify-size", "2", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "parity check failed" in err and "short by" in err
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--model", "ultralightunet-x", "--target", "onnx"], "unknown model 'ultralightunet-x'"),
+    (["--model", "ultralightunet-t", "--target", "tflit"], "Valid: onnx, openvino, tflite, all"),
+    (["--model", "ultralightunet-t", "--target", "onnx", "--precision", "int4"], "Valid: fp32, fp16, int8, all"),
+    (["--model", "ultralightunet-t", "--target", "onnx", "--precision", "int8"], "--calib"),
+    (["--model", "ultralightunet-t", "--target", "onnx", "--batch", "0"], "--batch must be"),
+    (["--model", "ultralightunet-t", "--target", "tflite", "--batch", "dynamic"], "needs a fixed batch"),
+])
+def test_cli_bad_input_is_one_line(args, expect):
+    res = _cli(*args)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0] and "Traceback" not in res.stderr, res.stderr
+
+
+def test_cli_unwritable_out_and_empty_calib(tmp_path):
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    res = _cli("--model", "ultralightunet-t", "--target", "onnx", "--out", str(afile))
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "not a folder" in res.stderr
+    (tmp_path / "empty").mkdir()
+    res = _cli("--model", "ultralightunet-t", "--target", "onnx", "--precision", "int8", "--calib",
+               str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0, res.stderr
+    assert "no usable calibration images" in res.stderr
+
+
+def test_cli_missing_backend_names_the_extra(tmp_path):
+    block = ("import sys\nclass _B:\n    def find_spec(self, name, path=None, target=None):\n"
+             "        if name.split('.')[0] in ('openvino', 'nncf'):\n"
+             "            raise ModuleNotFoundError('blocked', name=name)\nsys.meta_path.insert(0, _B())\n"
+             "from edgeseg.cli import main\n"
+             f"sys.exit(main(['convert', '--model', 'ultralightunet-t', '--target', 'openvino', '--out', "
+             f"{str(tmp_path)!r}]))")
+    res = _cli(code=block)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "pip install 'edgeseg[openvino]'" in res.stderr
