@@ -165,3 +165,20 @@ def test_synthetic_training_reaches_dice_above_0_9(tmp_path):
     took = time.perf_counter() - t0
     assert res.best["val_dice"] > 0.9, res.history
     print(f"synthetic acceptance: val Dice {res.best['val_dice']:.4f} in {took:.0f} s")
+
+
+def test_pam_unet_regulariser_is_wired_in_when_registered():
+    from edgeseg.models import create_model, list_models
+    from edgeseg.train.losses import attention_regularizer
+
+    if "pam-unet" not in list_models():
+        pytest.skip("PAM-UNet is not registered")
+    pla = pytest.importorskip("edgeseg.layers.pla")
+    torch.manual_seed(0)
+    model = create_model("pam-unet")
+    x, y = torch.randn(2, 3, 64, 64), (torch.rand(2, 64, 64) > 0.5).long()
+    loss, logits = compute_loss(model, x, y, bce_iou_loss)
+    _, maps = model.forward_with_attention(x)
+    expected = bce_iou_loss(logits, y) + pla.ATTENTION_REG_WEIGHT * pla.attention_regularizer(maps)
+    assert attention_regularizer(model) is not None
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)

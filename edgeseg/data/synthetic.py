@@ -81,13 +81,13 @@ class _Polyp:
 def _random_polyp(rng: np.random.Generator, h: int, w: int) -> _Polyp:
     m = min(h, w)
     radius = rng.uniform(0.09, 0.24) * m
-    cy = rng.uniform(radius * 0.8, h - radius * 0.8)
-    cx = rng.uniform(radius * 0.8, w - radius * 0.8)
+    cy = rng.uniform(radius * 1.1, h - radius * 1.1)
+    cx = rng.uniform(radius * 1.1, w - radius * 1.1)
     harmonics = tuple((float(rng.uniform(0, 0.12 / k)), float(rng.uniform(0, 2 * np.pi))) for k in range(2, 6))
     # redder/darker or paler than the mucosa, never the same colour
     sign = rng.choice([-1.0, 1.0])
-    tint = (float(sign * rng.uniform(0.06, 0.12)), float(sign * rng.uniform(0.04, 0.10) - 0.05),
-            float(sign * rng.uniform(0.02, 0.08) - 0.03))
+    tint = (float(sign * rng.uniform(0.10, 0.18)), float(sign * rng.uniform(0.06, 0.14) - 0.06),
+            float(sign * rng.uniform(0.04, 0.10) - 0.04))
     return _Polyp(cy, cx, radius, harmonics, tint, int(rng.integers(2**31)))
 
 
@@ -115,7 +115,7 @@ def _render(rng: np.random.Generator, h: int, w: int, polyps: list[_Polyp],
         prng = np.random.default_rng(p.texture_seed)
         dome = np.sqrt(np.clip(1.0 - rho**2, 0.0, 1.0))  # height of a spherical cap
         # light from the top-left: brighter there, shadowed bottom-right rim
-        shade = 1.0 + 0.22 * dome * (-(yy - p.cy) - (xx - p.cx)) / (2 * p.radius)
+        shade = 1.0 + 0.3 * dome * (-(yy - p.cy) - (xx - p.cx)) / (2 * p.radius)
         tex = 1.0 + 0.10 * _noise(prng, h, w, (6, 15, 31))
         colour = np.clip(_MUCOSA + np.array(p.tint), 0.05, 1.0)
         poly = colour[None, None, :] * (shade * tex)[..., None] * (0.85 + 0.15 * dome)[..., None]
@@ -123,7 +123,7 @@ def _render(rng: np.random.Generator, h: int, w: int, polyps: list[_Polyp],
         img = img * (1 - alpha) + poly * alpha
         # dark rim just outside the outline (the fold where the polyp meets the wall)
         rim = np.exp(-((rho - 1.0) * p.radius / 2.5) ** 2) * (rho >= 1.0)
-        img = img * (1.0 - 0.18 * rim[..., None])
+        img = img * (1.0 - 0.3 * rim[..., None])
     # specular highlights: small bright spots, some on polyps
     n_spec = int(rng.integers(2, 7))
     for i in range(n_spec):
@@ -138,7 +138,7 @@ def _render(rng: np.random.Generator, h: int, w: int, polyps: list[_Polyp],
         img = img + (1.0 - img) * spot[..., None] * 0.95
     if vignette:
         r2 = ((yy - h / 2) / (h / 2)) ** 2 + ((xx - w / 2) / (w / 2)) ** 2
-        img = img * np.clip(1.0 - 0.45 * r2 ** 1.3, 0.15, 1.0)[..., None]
+        img = img * np.clip(1.0 - 0.35 * r2 ** 1.3, 0.2, 1.0)[..., None]
     img = img + rng.normal(0, 0.012, img.shape)  # sensor noise
     rgb = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return rgb, mask.astype(np.uint8)

@@ -69,32 +69,44 @@ def get_loss(name: str):
     return table[name]
 
 
-def attention_regularizer(model: torch.nn.Module):
-    """The model's attention regulariser as ``fn(attention_maps) -> scalar``, or None when it has none.
+_REG_NAMES = ("attention_regularizer", "attention_regulariser", "attention_loss")
 
-    A model opts in by exposing ``forward_with_attention(x) -> (logits, maps)`` and either a method
-    ``attention_regularizer(maps)`` / ``attention_loss(maps)`` or a module-level function of that name in
-    its family module.
+
+def attention_regularizer(model: torch.nn.Module):
+    """The model's attention regulariser as ``fn(attention_maps) -> scalar`` (already weighted), or None.
+
+    A model opts in by exposing ``forward_with_attention(x) -> (logits, maps)``. The regulariser is found,
+    in order, as a method of the model, or as a function of that name in the module that defines the model or
+    one of its layers (PAM-UNet: ``edgeseg.layers.pla.attention_regularizer``); that module's
+    ``ATTENTION_REG_WEIGHT`` (default 1) weights it.
     """
-    core = getattr(model, "module", model)  # DDP wrapper
+    import sys
+
+    core = getattr(model, "module", model)  # DDP
+    core = getattr(core, "_orig_mod", core)  # torch.compile
     if not hasattr(core, "forward_with_attention"):
         return None
-    for attr in ("attention_regularizer", "attention_regulariser", "attention_loss"):
+    for attr in _REG_NAMES:
         fn = getattr(core, attr, None)
         if callable(fn):
             return fn
-    import sys
-
-    mod = sys.modules.get(type(core).__module__)
-    for attr in ("attention_regularizer", "attention_regulariser", "attention_loss"):
-        fn = getattr(mod, attr, None)
-        if callable(fn):
-            return fn
+    seen: set[str] = set()
+    for m in core.modules():
+        name = type(m).__module__
+        if name in seen:
+            continue
+        seen.add(name)
+        mod = sys.modules.get(name)
+        for attr in _REG_NAMES:
+            fn = getattr(mod, attr, None)
+            if callable(fn):
+                weight = float(getattr(mod, "ATTENTION_REG_WEIGHT", 1.0))
+                return lambda maps, fn=fn, weight=weight: weight * fn(maps)
     return None
 
 
-def compute_loss(model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor, loss_fn,
-                 reg_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_loss(model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor, loss_fn
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, logits) of one batch, adding the model's attention regulariser when it exposes one."""
     reg = attention_regularizer(model)
     if reg is None:
@@ -105,7 +117,7 @@ def compute_loss(model: torch.nn.Module, images: torch.Tensor, target: torch.Ten
         logits, maps = model.forward_with_attention(images)
     else:  # DDP: run through the wrapper so gradients are synchronised
         logits, maps = _ddp_forward_with_attention(model, images)
-    return loss_fn(logits, target) + reg_weight * reg(maps), logits
+    return loss_fn(logits, target) + reg(maps), logits
 
 
 def _ddp_forward_with_attention(ddp_model, images):

@@ -1,0 +1,97 @@
+"""`edgeseg evaluate`: JSON summary, per-case CSV, agreement with training's validation, shipped weights,
+and one-line errors for wrong checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgeseg.cli import main as cli  # noqa: E402
+from edgeseg.train.loop import TrainConfig, train  # noqa: E402
+from edgeseg.weights import list_shipped, model_card, shipped_weights  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(model="ultralightunet-t", data="synthetic:16", val="synthetic:6", epochs=1, img_size=64,
+                      batch_size=4, lr=5e-3, out=str(out), threads=1, progress=False, max_steps_per_epoch=3)
+    return train(cfg)
+
+
+def test_evaluate_json_matches_training_validation(tiny_run, tmp_path, capsys):
+    rc = cli(["evaluate", "--weights", str(tiny_run.best_path), "--data", "synthetic:6", "--json",
+              "--out", str(tmp_path / "ev")])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    for key in ("dice", "iou", "recall", "precision", "hd95", "n"):
+        assert key in summary
+    assert summary["n"] == 6 and summary["model"] == "ultralightunet-t" and summary["img_size"] == [64, 64]
+    # same data, same pre-processing: evaluate reproduces the Dice that training recorded
+    assert summary["dice"] == pytest.approx(tiny_run.best["val_dice"], abs=1e-9)
+    rows = list(csv.DictReader((tmp_path / "ev" / "per_case.csv").open()))
+    assert len(rows) == 6
+    assert sum(float(r["dice"]) for r in rows) / 6 == pytest.approx(summary["dice"], abs=1e-5)
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["n"] == 6
+
+
+def _error(capsys, argv) -> str:
+    rc = cli(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and "Traceback" not in err
+    return err.splitlines()[-1]
+
+
+def test_wrong_or_broken_checkpoints_are_one_line_errors(tiny_run, tmp_path, capsys):
+    msg = _error(capsys, ["evaluate", "--weights", str(tiny_run.best_path), "--model", "ultralightunet-s"])
+    assert "checkpoint is for model 'ultralightunet-t', not 'ultralightunet-s'" in msg
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00not a checkpoint")
+    assert "junk.pt: not a readable torch checkpoint" in _error(capsys, ["evaluate", "--weights", str(junk)])
+    sd = tmp_path / "sd.pt"
+    torch.save(torch.load(tiny_run.best_path, weights_only=False)["state_dict"], sd)
+    assert "does not name its model" in _error(capsys, ["evaluate", "--weights", str(sd)])
+    msg = _error(capsys, ["evaluate", "--weights", str(sd), "--model", "ultralightunet-s"])
+    assert "sd.pt: weights do not fit ultralightunet-s" in msg
+    assert "not found" in _error(capsys, ["evaluate", "--weights", str(tmp_path / "missing.pt")])
+
+
+def test_model_without_shipped_weights_warns_loudly(capsys):
+    from edgeseg.models import list_models
+
+    name = next((n for n in list_models("ultralightunet*") if shipped_weights(n) is None), None)
+    if name is None:
+        pytest.skip("every ultralightunet variant has shipped weights")
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        rc = cli(["evaluate", "--model", name, "--data", "synthetic:2", "--img-size", "64"])
+    assert rc == 0
+    assert "RANDOM" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", list_shipped())
+def test_shipped_weights_load_and_have_a_card(name):
+    from edgeseg.models import create_model
+
+    card = model_card(name)
+    assert card is not None, f"{name}.pt ships without a model card"
+    for key in ("data", "epochs_trained", "train_time_s", "val_dice", "recipe", "val_split"):
+        assert key in card
+    model = create_model(name, pretrained=True)
+    assert not model.training
+    assert (shipped_weights(name).stat().st_size == card["size_bytes"]) and card["size_bytes"] < 2_000_000
+
+
+@pytest.mark.slow
+@pytest.mark.kvasir
+@pytest.mark.parametrize("name", list_shipped())
+def test_shipped_card_dice_is_reproduced_on_kvasir_val(name, kvasir_root, capsys):
+    card = model_card(name)
+    rc = cli(["evaluate", "--model", name, "--data", str(kvasir_root), "--split", "val", "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == card["val_n"] == 120
+    assert summary["dice"] == pytest.approx(card["val_dice"], abs=1e-6)
