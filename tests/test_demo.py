@@ -477,6 +477,40 @@ def test_keys():
     assert s.quit
 
 
+class ScriptedDisplay:
+    """Stands in for the OpenCV window: records what is shown, answers with scripted key presses."""
+
+    def __init__(self, keys: str):
+        self.keys = list(keys)
+        self.shown: list[np.ndarray] = []
+        self.closed = False
+
+    def show(self, frame: np.ndarray) -> int:
+        self.shown.append(frame)
+        return ord(self.keys.pop(0)) if self.keys else -1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_window_keys_pause_threshold_snapshot_quit(clip, tmp_path):
+    # frame 0: '.', frame 1: '+', frame 2: ' ' (pause: the same frame is shown 3 times), ' ' again resumes,
+    # frame 3: 's' (snapshot), frame 4: 'q' (quit).
+    disp = ScriptedDisplay(".+ .. s" + "q")
+    log = tmp_path / "k.jsonl"
+    summary = run_demo(DemoConfig(source=str(clip), log=str(log), snapshot_dir=str(tmp_path / "snaps")),
+                       segmenter=_oracle_segmenter(), display=disp)
+    records = [json.loads(x) for x in log.read_text().splitlines()]
+    assert summary.status == "quit" and EXIT_CODES["quit"] == 0 and disp.closed
+    assert [r["threshold"] for r in records] == [0.5, 0.5, 0.55, 0.55, 0.55]
+    assert len(records) == summary.frames == 5 and len(disp.shown) == 5 + 3
+    assert all(f is disp.shown[2] for f in disp.shown[3:6])  # paused: the same annotated frame, no new ones
+    snaps = list((tmp_path / "snaps").glob("*.png"))
+    assert len(snaps) == 1 and summary.outputs["snapshots"] == str(snaps[0])
+    shot = cv2.cvtColor(cv2.imread(str(snaps[0])), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(shot, disp.shown[-2])  # the snapshot is the frame on screen, in RGB order
+
+
 def test_mjpeg_server_streams_the_published_frame():
     frame = _disc_frame(0)[0]
     with MjpegServer(0, title="test") as srv:
