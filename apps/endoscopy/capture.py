@@ -415,6 +415,10 @@ class LatestFrameGrabber:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=join_s)
+        with self._cond:  # a frame captured but never taken counts as dropped: captured = taken + dropped
+            if self._slot is not None:
+                self._slot = None
+                self.dropped += 1
         if not self._thread.is_alive():
             self.source.close()
 
