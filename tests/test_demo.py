@@ -428,7 +428,7 @@ def test_latest_frame_grabber_serves_newest_and_counts_drops():
     finally:
         grabber.stop()
     assert got == sorted(set(got)) and got[-1] == 119  # increasing, and the newest frame is never lost
-    assert grabber.captured == 120 and len(got) + grabber.dropped == 120 and grabber.dropped > 50
+    assert grabber.captured == 120 and len(got) + grabber.dropped == 120 and grabber.dropped > 20
 
 
 def test_realtime_synthetic_drops_stale_frames_never_queues(tmp_path):
@@ -442,7 +442,7 @@ def test_realtime_synthetic_drops_stale_frames_never_queues(tmp_path):
     summary = run_demo(DemoConfig(headless=True, log=str(log)), segmenter=Segmenter(SlowOracle().load()),
                        source=CountingSource(200, 0.001))
     records = [json.loads(x) for x in log.read_text().splitlines()]
-    assert summary.captured == 200 and summary.frames + summary.dropped == 200 and summary.dropped > 100
+    assert summary.captured == 200 and summary.frames + summary.dropped == 200 and summary.dropped > 50
     assert len(records) == summary.frames
     idx = [r["source_frame"] for r in records]
     assert idx == sorted(set(idx)) and idx[-1] == 199
