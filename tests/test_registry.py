@@ -122,5 +122,6 @@ def test_pretrained_without_shipped_weights_is_a_clear_error(monkeypatch):
 
 def test_paper_figures_are_recorded_with_source():
     for name in list_models("ultralightunet*"):
-        paper = get_model_cfg(name).paper
-        assert isinstance(paper, PaperFigures) and paper.source and paper.input_size == (256, 256)
+        cfg = get_model_cfg(name)
+        assert isinstance(cfg.paper, PaperFigures) and cfg.paper.source
+        assert cfg.paper.input_size == ((256, 256) if cfg.spatial_dims == 2 else (96, 96, 96))
