@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -331,18 +332,32 @@ def test_runtime_failure_mid_stream_keeps_what_was_recorded(clip, tmp_path):
     assert _decode_count(rec) == 5
 
 
-def test_ctrl_c_finalises_outputs(clip, tmp_path):
+def test_ctrl_c_stops_after_the_current_frame_with_outputs_finalised(clip, tmp_path):
     rec, log = tmp_path / "i.avi", tmp_path / "i.jsonl"
 
-    def stop_at_7(fr):
+    def ctrl_c_at_frame_6(fr):
         if fr.record["frame"] == 6:
-            raise KeyboardInterrupt
+            signal.raise_signal(signal.SIGINT)  # as if the user pressed Ctrl-C while frame 6 was in flight
 
+    before = signal.getsignal(signal.SIGINT)
     summary = run_demo(DemoConfig(source=str(clip), headless=True, record=str(rec), log=str(log)),
-                       segmenter=_oracle_segmenter(), on_frame=stop_at_7)
+                       segmenter=_oracle_segmenter(), on_frame=ctrl_c_at_frame_6)
     assert summary.status == "interrupted" and EXIT_CODES["interrupted"] == 0
-    # frame 6 was written before the callback raised
-    assert _decode_count(rec) == 7 and len(log.read_text().splitlines()) == 7
+    # frame 6 completes; nothing after it starts; the three counts agree
+    assert summary.frames == 7 and _decode_count(rec) == 7 and len(log.read_text().splitlines()) == 7
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
+
+
+def test_second_ctrl_c_stops_at_once(clip, tmp_path):
+    def two_signals(fr):
+        if fr.record["frame"] == 3:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+
+    rec = tmp_path / "j.avi"
+    summary = run_demo(DemoConfig(source=str(clip), headless=True, record=str(rec)),
+                       segmenter=_oracle_segmenter(), on_frame=two_signals)
+    assert summary.status == "interrupted" and summary.frames == 4 and _decode_count(rec) == 4
 
 
 @pytest.mark.parametrize("source, message", [

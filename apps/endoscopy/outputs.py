@@ -147,7 +147,8 @@ class Summary:
             (Ctrl-C / SIGTERM), "source-lost" (camera vanished), "error" (inference failed mid-run).
         frames: frames processed (= logged = recorded).
         captured: frames read from the source (live mode: including dropped ones).
-        dropped: frames the latest-frame thread replaced before they were processed (live mode only).
+        dropped: captured frames that were not processed (``captured - frames``): in live mode the stale ones
+            the latest-frame thread replaced, plus, in any mode, a frame in flight when the run was stopped.
         wall_s: seconds from the first frame request to the end of the loop (model load and the untimed
             warm-up pass on the first frame excluded).
         fps: end-to-end frames per second (``frames / wall_s``).

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,7 @@ class LoopState:
     threshold: float
     paused: bool = False
     quit: bool = False
+    stop_requested: bool = False
     snapshots: list[str] = field(default_factory=list)
 
 
@@ -173,20 +175,24 @@ class Display:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM (``timeout``, a closing ssh session) into KeyboardInterrupt so outputs get finalised."""
+def _stop_on_signals(state: LoopState) -> Iterator[None]:
+    """Ctrl-C / SIGTERM (``timeout``, a closing ssh session, systemd) ask the loop to stop after the current
+    frame, so the recording, the log and the counts stay consistent; a second signal stops at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def _raise(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    def _request_stop(signum: int, frame: Any) -> None:
+        if state.stop_requested:
+            raise KeyboardInterrupt
+        state.stop_requested = True
 
-    old = signal.signal(signal.SIGTERM, _raise)
+    old = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _log_line(msg: str) -> None:
@@ -272,10 +278,13 @@ def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_
     t_start = time.perf_counter()
     wall0 = time.time()
     try:
-        with _sigterm_as_interrupt():
+        with _stop_on_signals(state):
             reader.start()
             t_start, wall0 = time.perf_counter(), time.time()
             while max_frames is None or frames < max_frames:
+                if state.stop_requested:
+                    status, message = "interrupted", "stopped by Ctrl-C / SIGTERM"
+                    break
                 if state.paused and display is not None and last_annotated is not None:
                     _keys(display.show(last_annotated), state, last_annotated, config)
                     if state.quit:
@@ -314,12 +323,12 @@ def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_
                     recorder.write(annotated)
                 if log is not None:
                     log.write(record)
+                frames += 1
                 if server is not None:
                     server.publish(annotated, {"frame": frames, "fps": fps, "infer_ms": res.infer_ms,
                                                "polyps": len(regions), "area_pct": area_pct})
                 if on_frame is not None:
                     on_frame(FrameResult(frame.image, annotated, res.mask, record))
-                frames += 1
                 last_annotated = annotated
                 if display is not None:
                     _keys(display.show(annotated), state, annotated, config)
@@ -350,7 +359,7 @@ def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_
             server.close()
         if state.snapshots:
             outputs["snapshots"] = ", ".join(state.snapshots)
-    return Summary(status=status, frames=frames, captured=reader.captured, dropped=reader.dropped, wall_s=wall,
+    return Summary(status=status, frames=frames, captured=reader.captured, dropped=reader.captured - frames, wall_s=wall,
                    fps=frames / wall if wall > 0 else 0.0, latency_ms=stats.latency(), stages_ms=stats.stages(),
                    message=message, info=info, outputs=outputs)
 
