@@ -104,12 +104,14 @@ def _check_backends(targets: list[str], verify: bool) -> None:
         if verify and not get_runtime(spec.runtime).is_available():
             raise MissingDependencyError(
                 f"verifying {t} artifacts needs the {spec.runtime} runtime, which is not installed: "
-                f"pip install 'edgeseg[{get_runtime(spec.runtime).extra}]' -c constraints.txt (or --no-verify)"
+                f"pip install 'edgeseg[{get_runtime(spec.runtime).extra}]' -c constraints.txt "
+                "(or --no-verify)"
             )
 
 
-def _load_model(model: Any, weights: str | Path | None, model_kwargs: dict[str, Any]
-                ) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+def _load_model(
+    model: Any, weights: str | Path | None, model_kwargs: dict[str, Any]
+) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
     """(nn.Module in eval mode, weights record, checkpoint dict or None)."""
     from edgeseg.models import create_model
     from edgeseg.models._registry import warn_random_weights
@@ -135,8 +137,10 @@ def _sizes(img_size: int | Sequence[int] | None, cfg: Any) -> tuple[int, ...]:
         return tuple(cfg.input_size)
     size = (int(img_size),) * len(cfg.input_size) if isinstance(img_size, int) else tuple(map(int, img_size))
     if len(size) != len(cfg.input_size) or any(s <= 0 or s % cfg.divisible_by for s in size):
-        raise ValueError(f"--img-size must be a positive multiple of {cfg.divisible_by} for {cfg.name} "
-                         f"({len(cfg.input_size)}D input), got {list(size)}")
+        raise ValueError(
+            f"--img-size must be a positive multiple of {cfg.divisible_by} for {cfg.name} "
+            f"({len(cfg.input_size)}D input), got {list(size)}"
+        )
     return size
 
 
@@ -221,24 +225,42 @@ def convert_model(
     precisions = _expand(precision, PRECISIONS, "precision")
     needs_calib = "int8" in precisions and int8_scheme == "static"
     if needs_calib and calib is None:
-        raise ValueError("int8 needs calibration data: pass --calib IMAGE_FOLDER or --calib synthetic "
-                         "(or --int8-scheme dynamic, which needs none)")
+        raise ValueError(
+            "int8 needs calibration data: pass --calib IMAGE_FOLDER or --calib synthetic "
+            "(or --int8-scheme dynamic, which needs none)"
+        )
     if calib is not None and (needs_calib or verify):
         check_source(calib)
     kwargs = dict(model_kwargs or {})
     mcfg = get_model_cfg(model) if isinstance(model, str) else getattr(model, "model_cfg", None)
     if mcfg is None:
-        raise ValueError("an nn.Module passed to convert_model needs a .model_cfg (build it with create_model)")
+        raise ValueError(
+            "an nn.Module passed to convert_model needs a .model_cfg (build it with create_model)"
+        )
     size = _sizes(img_size, mcfg)
     in_ch = int(kwargs.get("in_channels", getattr(model, "in_channels", mcfg.in_channels)))
-    base = dict(input_size=size, in_channels=in_ch, batch=batch, layout=layout, int8_scheme=int8_scheme,
-                calib_method=calib_method, quantizer=quantizer, opset=opset, exporter=exporter, simplify=simplify)
+    base = dict(
+        input_size=size,
+        in_channels=in_ch,
+        batch=batch,
+        layout=layout,
+        int8_scheme=int8_scheme,
+        calib_method=calib_method,
+        quantizer=quantizer,
+        opset=opset,
+        exporter=exporter,
+        simplify=simplify,
+    )
     for t in targets:
         for p in precisions:
             static = p == "int8" and int8_scheme == "static"
-            ConvertConfig(target=t, precision=p, **base,
-                          calibration=_placeholder(in_ch, size, max_dice_drop is not None) if static else None,
-                          max_dice_drop=max_dice_drop if p == "int8" else None)
+            ConvertConfig(
+                target=t,
+                precision=p,
+                **base,
+                calibration=_placeholder(in_ch, size, max_dice_drop is not None) if static else None,
+                max_dice_drop=max_dice_drop if p == "int8" else None,
+            )
     out = check_writable_dir(out_dir)
     _check_backends(targets, verify)
 
@@ -258,34 +280,69 @@ def convert_model(
     for t in targets:
         converter = get_converter(t)  # one instance per target: it may reuse work across precisions
         for p in precisions:
-            cfg = ConvertConfig(target=t, precision=p, calibration=calibration if p == "int8" else None,
-                                max_dice_drop=max_dice_drop if p == "int8" else None, **base)
+            cfg = ConvertConfig(
+                target=t,
+                precision=p,
+                calibration=calibration if p == "int8" else None,
+                max_dice_drop=max_dice_drop if p == "int8" else None,
+                **base,
+            )
             sample = torch.from_numpy(np.repeat(sample_np, int(batch or 1), axis=0))
             say(f"converting {mcfg.name} -> {t} {cfg.tag} ({cfg.layout}, batch {batch or 'dynamic'}) ...")
-            res = _convert_one(converter, net, sample, cfg, out, _file_name(name or mcfg.name, cfg), mcfg.name,
-                               model_cfg, pre, classes, wrec, held_back, threads)
-            say(f"  {res.artifact.path} ({res.artifact.size_bytes / 1024:.1f} KiB, "
-                f"{res.artifact.convert_time_s:.1f} s)" + (f": {res.parity.summary()}" if res.parity else ""))
+            res = _convert_one(
+                converter,
+                net,
+                sample,
+                cfg,
+                out,
+                _file_name(name or mcfg.name, cfg),
+                mcfg.name,
+                model_cfg,
+                pre,
+                classes,
+                wrec,
+                held_back,
+                threads,
+            )
+            say(
+                f"  {res.artifact.path} ({res.artifact.size_bytes / 1024:.1f} KiB, "
+                f"{res.artifact.convert_time_s:.1f} s)" + (f": {res.parity.summary()}" if res.parity else "")
+            )
             results.append(res)
     return results
 
 
 def _placeholder(in_ch: int, size: tuple[int, ...], labels: bool) -> CalibrationSet:
     """A one-image stand-in used only to validate a config before the real data is loaded."""
-    return CalibrationSet(images=np.zeros((1, in_ch, *size), np.float32),
-                          labels=np.zeros((1, *size), np.uint8) if labels else None)
+    return CalibrationSet(
+        images=np.zeros((1, in_ch, *size), np.float32),
+        labels=np.zeros((1, *size), np.uint8) if labels else None,
+    )
 
 
-def _verification_set(calib: str | Path | None, n: int, pre: Any, in_ch: int, size: tuple[int, ...]
-                      ) -> CalibrationSet:
+def _verification_set(
+    calib: str | Path | None, n: int, pre: Any, in_ch: int, size: tuple[int, ...]
+) -> CalibrationSet:
     if len(size) == 3:
         return random_inputs(n, [in_ch, *size])
     return load_images(calib if calib is not None else "synthetic", n, pre, "verification", in_ch)
 
 
-def _convert_one(converter: Converter, net: Any, sample: Any, cfg: ConvertConfig, out: Path, file_name: str, model_name: str,
-                 model_cfg: dict[str, Any], pre: Any, classes: int, wrec: dict[str, Any],
-                 held_back: CalibrationSet | None, threads: int | None) -> ConvertResult:
+def _convert_one(
+    converter: Converter,
+    net: Any,
+    sample: Any,
+    cfg: ConvertConfig,
+    out: Path,
+    file_name: str,
+    model_name: str,
+    model_cfg: dict[str, Any],
+    pre: Any,
+    classes: int,
+    wrec: dict[str, Any],
+    held_back: CalibrationSet | None,
+    threads: int | None,
+) -> ConvertResult:
     final = out / file_name
     final_manifest = manifest_path(final)
     final_manifest.unlink(missing_ok=True)  # a stale manifest must not vouch for a new artifact
@@ -298,7 +355,9 @@ def _convert_one(converter: Converter, net: Any, sample: Any, cfg: ConvertConfig
         manifest.save(manifest_path(art.path))
         parity = None
         if held_back is not None:
-            parity = verify_artifact(art.path, net, held_back.images, cfg.precision, held_back.labels, threads)
+            parity = verify_artifact(
+                art.path, net, held_back.images, cfg.precision, held_back.labels, threads
+            )
             manifest.parity = {**parity.to_dict(), "inputs": held_back.provenance}
         else:
             manifest.parity = {"verified": False, "reason": "conversion run with --no-verify"}

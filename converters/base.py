@@ -34,7 +34,8 @@ class TargetSpec:
         name: target name ("onnx", "openvino", "tflite"), also the manifest's ``target``.
         suffix: file suffix of the main artifact file.
         precisions: precisions the converter produces.
-        int8_schemes: "static" (calibrated activations) and/or "dynamic" (weights only, activations at run time).
+        int8_schemes: "static" (calibrated activations) and/or "dynamic" (int8 weights, activations
+            quantized at run time).
         layouts: input/output layouts it can give the artifact ("nhwc" = channels-last I/O).
         default_layout: layout when none is asked for.
         calib_methods: activation-range estimators for static int8 (first = default).
@@ -72,24 +73,57 @@ class TargetSpec:
 
 TARGETS: dict[str, TargetSpec] = {
     "onnx": TargetSpec(
-        name="onnx", suffix=".onnx", precisions=PRECISIONS, int8_schemes=("static", "dynamic"),
-        layouts=LAYOUTS, default_layout="nchw", calib_methods=("minmax", "entropy", "percentile"),
-        quantizers=("ort",), default_quantizer={"static": "ort", "dynamic": "ort"}, dynamic_batch=True, spatial_dims=(2, 3), accuracy_control=False,
-        extra="onnx", modules=("onnx", "onnxruntime", "onnxscript"), runtime="onnxruntime",
+        name="onnx",
+        suffix=".onnx",
+        precisions=PRECISIONS,
+        int8_schemes=("static", "dynamic"),
+        layouts=LAYOUTS,
+        default_layout="nchw",
+        calib_methods=("minmax", "entropy", "percentile"),
+        quantizers=("ort",),
+        default_quantizer={"static": "ort", "dynamic": "ort"},
+        dynamic_batch=True,
+        spatial_dims=(2, 3),
+        accuracy_control=False,
+        extra="onnx",
+        modules=("onnx", "onnxruntime", "onnxscript"),
+        runtime="onnxruntime",
         impl="converters.onnx_converter:OnnxConverter",
     ),
     "openvino": TargetSpec(
-        name="openvino", suffix=".xml", precisions=PRECISIONS, int8_schemes=("static",),
-        layouts=LAYOUTS, default_layout="nchw", calib_methods=("auto",), quantizers=("nncf",),
-        default_quantizer={"static": "nncf"}, dynamic_batch=True, spatial_dims=(2, 3), accuracy_control=True,
-        extra="openvino", modules=("openvino", "nncf"), runtime="openvino",
+        name="openvino",
+        suffix=".xml",
+        precisions=PRECISIONS,
+        int8_schemes=("static",),
+        layouts=LAYOUTS,
+        default_layout="nchw",
+        calib_methods=("auto",),
+        quantizers=("nncf",),
+        default_quantizer={"static": "nncf"},
+        dynamic_batch=True,
+        spatial_dims=(2, 3),
+        accuracy_control=True,
+        extra="openvino",
+        modules=("openvino", "nncf"),
+        runtime="openvino",
         impl="converters.openvino_converter:OpenVINOConverter",
     ),
     "tflite": TargetSpec(
-        name="tflite", suffix=".tflite", precisions=PRECISIONS, int8_schemes=("static", "dynamic"),
-        layouts=LAYOUTS, default_layout="nhwc", calib_methods=("auto",),
-        quantizers=("pt2e", "aeq"), default_quantizer={"static": "pt2e", "dynamic": "aeq"}, dynamic_batch=False, spatial_dims=(2, 3), accuracy_control=False,
-        extra="tflite", modules=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"), runtime="litert",
+        name="tflite",
+        suffix=".tflite",
+        precisions=PRECISIONS,
+        int8_schemes=("static", "dynamic"),
+        layouts=LAYOUTS,
+        default_layout="nhwc",
+        calib_methods=("auto",),
+        quantizers=("pt2e", "aeq"),
+        default_quantizer={"static": "pt2e", "dynamic": "aeq"},
+        dynamic_batch=False,
+        spatial_dims=(2, 3),
+        accuracy_control=False,
+        extra="tflite",
+        modules=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"),
+        runtime="litert",
         impl="converters.tflite_converter:TFLiteConverter",
     ),
 }
@@ -136,7 +170,7 @@ class ConvertConfig:
         batch: fixed batch size, or None for a dynamic batch (targets with ``dynamic_batch`` only).
         layout: "nchw" or "nhwc" (channels-last I/O; "ncdhw"/"ndhwc" for volumes); None: the target's default.
         int8_scheme: "static" (needs calibration) or "dynamic".
-        calib_method: activation-range estimator (see ``TargetSpec.calib_methods``); None: the target's default.
+        calib_method: activation-range estimator (``TargetSpec.calib_methods``); None: the target's default.
         quantizer: int8 tool (see ``TargetSpec.quantizers``); None: the target's default.
         calibration: calibration images (required by static int8).
         max_dice_drop: accuracy-controlled int8 (OpenVINO/NNCF): largest Dice drop allowed on labelled data.
@@ -150,7 +184,7 @@ class ConvertConfig:
 
     Examples:
         >>> ConvertConfig(target="tflite", precision="fp32", input_size=(256, 256))
-        >>> ConvertConfig(target="onnx", precision="int8", input_size=(256, 256))   # ValueError: no calibration
+        >>> ConvertConfig(target="onnx", precision="int8")   # ValueError: no calibration data
     """
 
     target: str
@@ -176,8 +210,10 @@ class ConvertConfig:
         if dims not in (2, 3) or any(int(s) <= 0 for s in self.input_size):
             raise ValueError(f"input_size must be 2 or 3 positive sizes, got {list(self.input_size)}")
         if dims not in spec.spatial_dims:
-            raise ValueError(f"target {self.target!r} cannot convert {dims}D models; use one of "
-                             f"{', '.join(n for n, s in TARGETS.items() if dims in s.spatial_dims)}")
+            raise ValueError(
+                f"target {self.target!r} cannot convert {dims}D models; use one of "
+                f"{', '.join(n for n, s in TARGETS.items() if dims in s.spatial_dims)}"
+            )
         object.__setattr__(self, "input_size", tuple(int(s) for s in self.input_size))
         layout = (self.layout or spec.default_layout).lower()
         layout = {"ncdhw": "nchw", "ndhwc": "nhwc"}.get(layout, layout)
@@ -186,8 +222,10 @@ class ConvertConfig:
         object.__setattr__(self, "layout", layout)
         if self.batch is None:
             if not spec.dynamic_batch:
-                raise ValueError(f"target {self.target!r} needs a fixed batch size (its converter specialises "
-                                 "the batch dimension); pass --batch N")
+                raise ValueError(
+                    f"target {self.target!r} needs a fixed batch size (its converter specialises "
+                    "the batch dimension); pass --batch N"
+                )
         elif int(self.batch) < 1:
             raise ValueError(f"batch must be >= 1 or dynamic, got {self.batch}")
         if self.in_channels < 1:
@@ -200,7 +238,9 @@ class ConvertConfig:
         if method not in spec.calib_methods:
             raise _choices("calibration method", method, spec.calib_methods, f" for target {self.target!r}")
         object.__setattr__(self, "calib_method", method)
-        quantizer = (self.quantizer or spec.default_quantizer.get(self.int8_scheme, spec.quantizers[0])).lower()
+        quantizer = (
+            self.quantizer or spec.default_quantizer.get(self.int8_scheme, spec.quantizers[0])
+        ).lower()
         if quantizer not in spec.quantizers:
             raise _choices("quantizer", quantizer, spec.quantizers, f" for target {self.target!r}")
         object.__setattr__(self, "quantizer", quantizer)
@@ -216,8 +256,10 @@ class ConvertConfig:
                 )
             shape = tuple(self.calibration.images.shape[1:])
             if shape != (self.in_channels, *self.input_size):
-                raise ValueError(f"calibration images are {list(shape)}, the model takes "
-                                 f"{[self.in_channels, *self.input_size]}")
+                raise ValueError(
+                    f"calibration images are {list(shape)}, the model takes "
+                    f"{[self.in_channels, *self.input_size]}"
+                )
         if self.max_dice_drop is not None:
             if self.precision != "int8" or not spec.accuracy_control:
                 able = [n for n, s in TARGETS.items() if s.accuracy_control]
@@ -225,7 +267,9 @@ class ConvertConfig:
             if not 0 < self.max_dice_drop < 1:
                 raise ValueError(f"max_dice_drop must be in (0, 1), got {self.max_dice_drop}")
             if self.calibration is None or self.calibration.labels is None:
-                raise ValueError("--max-dice-drop needs labelled calibration data (an image folder with masks)")
+                raise ValueError(
+                    "--max-dice-drop needs labelled calibration data (an image folder with masks)"
+                )
 
     @property
     def spec(self) -> TargetSpec:
@@ -249,7 +293,9 @@ class ConvertConfig:
     @property
     def tag(self) -> str:
         """File-name tag: precision, plus the int8 scheme when dynamic."""
-        return "int8-dynamic" if self.precision == "int8" and self.int8_scheme == "dynamic" else self.precision
+        return (
+            "int8-dynamic" if self.precision == "int8" and self.int8_scheme == "dynamic" else self.precision
+        )
 
     def nchw_shape(self, batch: int | None = None) -> list[int]:
         """Channels-first input shape (-1 for a dynamic batch)."""

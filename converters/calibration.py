@@ -170,12 +170,24 @@ def load_images(
     if images.shape[1] != in_channels:
         raise ValueError(f"{source}: images have {images.shape[1]} channels, the model takes {in_channels}")
     labels = _resize_masks([p[1] for p in pairs], size) if pairs and pairs[0][1] is not None else None
-    prov.update(role=role, count=len(ids), requested=n, ids_sha256=_hash_ids(ids),
-                preprocessing={"size": list(size), "resize": preprocessing.resize,
-                               "mean": list(preprocessing.mean), "std": list(preprocessing.std)})
+    prov.update(
+        role=role,
+        count=len(ids),
+        requested=n,
+        ids_sha256=_hash_ids(ids),
+        preprocessing={
+            "size": list(size),
+            "resize": preprocessing.resize,
+            "mean": list(preprocessing.mean),
+            "std": list(preprocessing.std),
+        },
+    )
     if role == "calibration" and len(ids) < MIN_RECOMMENDED:
-        warnings.warn(f"calibrating int8 on only {len(ids)} images (fewer than {MIN_RECOMMENDED}); "
-                      "ranges may not cover real data: pass a larger --calib-size or folder", stacklevel=2)
+        warnings.warn(
+            f"calibrating int8 on only {len(ids)} images (fewer than {MIN_RECOMMENDED}); "
+            "ranges may not cover real data: pass a larger --calib-size or folder",
+            stacklevel=2,
+        )
     return CalibrationSet(images=images, labels=labels, provenance=prov)
 
 
@@ -183,5 +195,7 @@ def random_inputs(n: int, shape: list[int], seed: int = VERIFY_SEED) -> Calibrat
     """Seeded standard-normal inputs (for volumes, where no image source applies)."""
     rng = np.random.default_rng(seed)
     images = rng.standard_normal((n, *shape)).astype(np.float32)
-    return CalibrationSet(images=images, provenance={"source": "random-normal", "seed": seed, "count": n,
-                                                     "role": "verification"})
+    return CalibrationSet(
+        images=images,
+        provenance={"source": "random-normal", "seed": seed, "count": n, "role": "verification"},
+    )

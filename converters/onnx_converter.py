@@ -53,14 +53,31 @@ def export_onnx(model: Any, sample: Any, path: Path, cfg: ConvertConfig) -> dict
         if cfg.exporter == "torchscript":
             dyn = {"input": {0: "batch"}, "logits": {0: "batch"}} if cfg.batch is None else None
             with torch.no_grad():
-                torch.onnx.export(model, (sample,), str(path), dynamo=False, opset_version=cfg.opset,
-                                  do_constant_folding=True, dynamic_axes=dyn, **names)
+                torch.onnx.export(
+                    model,
+                    (sample,),
+                    str(path),
+                    dynamo=False,
+                    opset_version=cfg.opset,
+                    do_constant_folding=True,
+                    dynamic_axes=dyn,
+                    **names,
+                )
         else:
             shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if cfg.batch is None else None
             with torch.no_grad(), contextlib.redirect_stdout(None):
-                torch.onnx.export(model, (sample,), str(path), dynamo=True, opset_version=max(cfg.opset, 18),
-                                  dynamic_shapes=shapes, optimize=True, external_data=False, verbose=False,
-                                  **names)
+                torch.onnx.export(
+                    model,
+                    (sample,),
+                    str(path),
+                    dynamo=True,
+                    opset_version=max(cfg.opset, 18),
+                    dynamic_shapes=shapes,
+                    optimize=True,
+                    external_data=False,
+                    verbose=False,
+                    **names,
+                )
     return {"exporter": cfg.exporter, "torch_onnx_dynamo": cfg.exporter == "dynamo"}
 
 
@@ -87,8 +104,12 @@ def _toposort(graph: Any) -> None:
 def _io_spec(value_info: Any, layout: str) -> TensorSpec:
     t = value_info.type.tensor_type
     shape = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
-    return TensorSpec(name=value_info.name, shape=shape, layout=layout,
-                      dtype=_ONNX_DTYPES.get(t.elem_type, str(t.elem_type)))
+    return TensorSpec(
+        name=value_info.name,
+        shape=shape,
+        layout=layout,
+        dtype=_ONNX_DTYPES.get(t.elem_type, str(t.elem_type)),
+    )
 
 
 class _Reader:
@@ -133,8 +154,11 @@ class OnnxConverter(Converter):
 
             before = len(proto.graph.node)
             proto = optimizer.optimize(proto)
-            extra["simplified"] = {"tool": "onnxscript.optimizer", "nodes_before": before,
-                                   "nodes_after": len(proto.graph.node)}
+            extra["simplified"] = {
+                "tool": "onnxscript.optimizer",
+                "nodes_before": before,
+                "nodes_after": len(proto.graph.node),
+            }
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(fp32_path))
         quant: dict[str, Any] = {}
@@ -149,8 +173,12 @@ class OnnxConverter(Converter):
             _toposort(half.graph)
             onnx.checker.check_model(half, full_check=True)
             onnx.save(half, str(out_path))
-            quant = {"scheme": "fp16", "weights": "float16", "io": "float32 (cast at the graph boundary)",
-                     "tool": "onnxruntime.transformers.float16"}
+            quant = {
+                "scheme": "fp16",
+                "weights": "float16",
+                "io": "float32 (cast at the graph boundary)",
+                "tool": "onnxruntime.transformers.float16",
+            }
         elif cfg.int8_scheme == "static":
             quant = self._static_int8(fp32_path, out_path, cfg, proto.graph.input[0].name)
         else:
@@ -158,18 +186,32 @@ class OnnxConverter(Converter):
 
             with _quiet_ort():
                 quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, per_channel=True)
-            quant = {"scheme": "dynamic", "weights": "int8 per-channel symmetric",
-                     "activations": "float32, quantized at run time", "tool": "onnxruntime.quantization"}
+            quant = {
+                "scheme": "dynamic",
+                "weights": "int8 per-channel symmetric",
+                "activations": "float32, quantized at run time",
+                "tool": "onnxruntime.quantization",
+            }
         fp32_path.unlink(missing_ok=True)
         final = onnx.load(str(out_path))
         onnx.checker.check_model(final, full_check=True)
         ops = sorted({n.op_type for n in final.graph.node})
-        extra.update(opset=int(next(o.version for o in final.opset_import if o.domain in ("", "ai.onnx"))),
-                     nodes=len(final.graph.node), op_types=ops)
+        extra.update(
+            opset=int(next(o.version for o in final.opset_import if o.domain in ("", "ai.onnx"))),
+            nodes=len(final.graph.node),
+            op_types=ops,
+        )
         layout = cfg.manifest_layout
-        return Artifact(path=out_path, target="onnx", precision=cfg.precision, files=[out_path],
-                        inputs=[_io_spec(final.graph.input[0], layout)],
-                        outputs=[_io_spec(final.graph.output[0], layout)], quantization=quant, extra=extra)
+        return Artifact(
+            path=out_path,
+            target="onnx",
+            precision=cfg.precision,
+            files=[out_path],
+            inputs=[_io_spec(final.graph.input[0], layout)],
+            outputs=[_io_spec(final.graph.output[0], layout)],
+            quantization=quant,
+            extra=extra,
+        )
 
     def _static_int8(self, src: Path, dst: Path, cfg: ConvertConfig, input_name: str) -> dict[str, Any]:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -179,9 +221,22 @@ class OnnxConverter(Converter):
         reader = _Reader(cfg.calibration.images, input_name, batch, cfg.channels_last)
         method = getattr(CalibrationMethod, _CALIB_METHODS[cfg.calib_method])
         with _quiet_ort():
-            quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=method)
-        return {"scheme": "static", "format": "QDQ", "weights": "int8 per-channel symmetric",
-                "activations": "int8 per-tensor", "calibration_method": cfg.calib_method,
-                "tool": "onnxruntime.quantization.quantize_static", "calibration": cfg.calibration.provenance}
+            quantize_static(
+                str(src),
+                str(dst),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=method,
+            )
+        return {
+            "scheme": "static",
+            "format": "QDQ",
+            "weights": "int8 per-channel symmetric",
+            "activations": "int8 per-tensor",
+            "calibration_method": cfg.calib_method,
+            "tool": "onnxruntime.quantization.quantize_static",
+            "calibration": cfg.calibration.provenance,
+        }

@@ -3,8 +3,10 @@
 The model goes through the same ONNX export as the ONNX target (TorchScript exporter, opset 17) and
 ``openvino.convert_model`` reads that file: measured on ultralightunet-s, the ONNX frontend gave the same
 outputs as ``convert_model(torch_module)`` (max abs diff to torch identical) with fewer ops, in about a third
-of the time (the torch frontend took 25-45 s per conversion on the shared 2-core machine). fp16 stores the weights in
-half precision (``compress_to_fp16``); the device decides the compute precision. int8 runs
+of the time (the torch frontend took 25-45 s per conversion on the shared 2-core machine).
+
+fp16 stores the weights in half precision (``compress_to_fp16``); the device decides the compute
+precision. int8 runs
 ``nncf.quantize`` over the calibration set (post-training, with fast bias correction); with labelled
 calibration data and ``max_dice_drop``, ``nncf.quantize_with_accuracy_control`` reverts the layers that cost
 the most Dice until the drop on that data is within the limit.
@@ -31,9 +33,10 @@ def _port_spec(port: Any, layout: str, default: str) -> TensorSpec:
     return TensorSpec(name=name, shape=shape, layout=layout, dtype=dtype)
 
 
-def _dice_of(compiled: Any, items: list[tuple[np.ndarray, np.ndarray]], channels_last: bool
-             ) -> tuple[float, list[float]]:
-    """(mean Dice, Dice per item) of a compiled binary model over (image, mask) items (NNCF's validation_fn)."""
+def _dice_of(
+    compiled: Any, items: list[tuple[np.ndarray, np.ndarray]], channels_last: bool
+) -> tuple[float, list[float]]:
+    """(mean Dice, Dice per item) of a compiled binary model on (image, mask) items: NNCF's validation_fn."""
     from edgeseg.metrics import dice
 
     out_port = compiled.outputs[0]
@@ -68,9 +71,13 @@ class OpenVINOConverter(Converter):
         compress = False
         if cfg.precision == "fp16":
             compress = True
-            quant = {"scheme": "fp16", "weights": "float16 (compress_to_fp16)", "io": "float32",
-                     "compute": "device default (CPU runs f32 unless an inference precision hint is given)",
-                     "tool": "openvino.save_model"}
+            quant = {
+                "scheme": "fp16",
+                "weights": "float16 (compress_to_fp16)",
+                "io": "float32",
+                "compute": "device default (CPU runs f32 unless an inference precision hint is given)",
+                "tool": "openvino.save_model",
+            }
         elif cfg.precision == "int8":
             ov_model, quant = self._int8(ov_model, cfg)
         ov.save_model(ov_model, str(out_path), compress_to_fp16=compress)
@@ -79,10 +86,18 @@ class OpenVINOConverter(Converter):
         ops = sorted({op.get_type_name() for op in saved.get_ops()})
         layout = cfg.manifest_layout
         return Artifact(
-            path=out_path, target="openvino", precision=cfg.precision, files=[bin_path, out_path],
+            path=out_path,
+            target="openvino",
+            precision=cfg.precision,
+            files=[bin_path, out_path],
             inputs=[_port_spec(saved.inputs[0], layout, "input")],
-            outputs=[_port_spec(saved.outputs[0], layout, "logits")], quantization=quant,
-            extra={"frontend": f"openvino.convert_model (ONNX, {cfg.exporter} exporter, opset {cfg.opset})", "op_types": ops, "compress_to_fp16": compress},
+            outputs=[_port_spec(saved.outputs[0], layout, "logits")],
+            quantization=quant,
+            extra={
+                "frontend": f"openvino.convert_model (ONNX, {cfg.exporter} exporter, opset {cfg.opset})",
+                "op_types": ops,
+                "compress_to_fp16": compress,
+            },
         )
 
     def _int8(self, ov_model: Any, cfg: ConvertConfig) -> tuple[Any, dict[str, Any]]:
@@ -98,10 +113,16 @@ class OpenVINOConverter(Converter):
             raise ValueError(f"need at least {batch} calibration images for batch {batch}")
         batches = [np.ascontiguousarray(images[i : i + batch], np.float32) for i in range(0, n, batch)]
         dataset = nncf.Dataset(batches)
-        info: dict[str, Any] = {"scheme": "static", "weights": "int8 per-channel symmetric",
-                                "activations": "int8 per-tensor", "tool": f"nncf {nncf.__version__}",
-                                "preset": "performance (nncf default)", "fast_bias_correction": True,
-                                "subset_size": len(batches), "calibration": calib.provenance}
+        info: dict[str, Any] = {
+            "scheme": "static",
+            "weights": "int8 per-channel symmetric",
+            "activations": "int8 per-tensor",
+            "tool": f"nncf {nncf.__version__}",
+            "preset": "performance (nncf default)",
+            "fast_bias_correction": True,
+            "subset_size": len(batches),
+            "calibration": calib.provenance,
+        }
         if cfg.max_dice_drop is None:
             q = nncf.quantize(ov_model, dataset, subset_size=len(batches))
             return q, info
@@ -109,10 +130,20 @@ class OpenVINOConverter(Converter):
             raise ValueError("accuracy-controlled int8 needs labelled calibration data and batch 1")
         items = [(b, calib.labels[i]) for i, b in enumerate(batches)]
         q = nncf.quantize_with_accuracy_control(
-            ov_model, calibration_dataset=dataset, validation_dataset=nncf.Dataset(items, lambda item: item[0]),
+            ov_model,
+            calibration_dataset=dataset,
+            validation_dataset=nncf.Dataset(items, lambda item: item[0]),
             validation_fn=lambda compiled, data: _dice_of(compiled, list(data), cfg.channels_last),
-            max_drop=cfg.max_dice_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(batches),
+            max_drop=cfg.max_dice_drop,
+            drop_type=nncf.DropType.ABSOLUTE,
+            subset_size=len(batches),
         )
-        info.update(accuracy_control={"metric": "dice", "max_drop": cfg.max_dice_drop, "drop_type": "absolute",
-                                      "validation": "the labelled calibration images"})
+        info.update(
+            accuracy_control={
+                "metric": "dice",
+                "max_drop": cfg.max_dice_drop,
+                "drop_type": "absolute",
+                "validation": "the labelled calibration images",
+            }
+        )
         return q, info

@@ -14,8 +14,20 @@ from edgeseg._io import sha256_file
 from runtimes.manifest import Manifest, Postprocessing, Preprocessing
 
 # distributions whose versions every manifest records (missing ones are left out)
-DISTRIBUTIONS = ("edgeseg", "torch", "numpy", "onnx", "onnxruntime", "onnxscript", "openvino", "nncf",
-                 "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao")
+DISTRIBUTIONS = (
+    "edgeseg",
+    "torch",
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "openvino",
+    "nncf",
+    "litert-torch",
+    "ai-edge-litert",
+    "ai-edge-quantizer",
+    "torchao",
+)
 
 
 def library_versions() -> dict[str, str]:
@@ -43,27 +55,47 @@ def weights_record(path: Path | None, source: str) -> dict[str, Any]:
     return rec
 
 
-def preprocessing_for(model_cfg: Any, size: tuple[int, ...], checkpoint: dict[str, Any] | None,
-                      in_channels: int) -> Preprocessing:
-    """The checkpoint's pre-processing when it has one, else the model config's (size overridden by ``size``)."""
+def preprocessing_for(
+    model_cfg: Any, size: tuple[int, ...], checkpoint: dict[str, Any] | None, in_channels: int
+) -> Preprocessing:
+    """The checkpoint's pre-processing when it has one, else the model config's (at ``size``)."""
     pre = (checkpoint or {}).get("preprocessing")
     if isinstance(pre, dict) and pre.get("mean") is not None:
-        return Preprocessing(size=[int(s) for s in size], resize=str(pre.get("resize", "stretch")),
-                             mean=[float(m) for m in pre["mean"]], std=[float(s) for s in pre["std"]],
-                             color=str(pre.get("color", "rgb" if in_channels == 3 else "gray")))
+        return Preprocessing(
+            size=[int(s) for s in size],
+            resize=str(pre.get("resize", "stretch")),
+            mean=[float(m) for m in pre["mean"]],
+            std=[float(s) for s in pre["std"]],
+            color=str(pre.get("color", "rgb" if in_channels == 3 else "gray")),
+        )
     mean = list(model_cfg.mean)[:in_channels] if in_channels <= len(model_cfg.mean) else [0.5] * in_channels
     std = list(model_cfg.std)[:in_channels] if in_channels <= len(model_cfg.std) else [0.5] * in_channels
-    return Preprocessing(size=[int(s) for s in size], resize="stretch", mean=[float(m) for m in mean],
-                         std=[float(s) for s in std], color="rgb" if in_channels == 3 else "gray")
+    return Preprocessing(
+        size=[int(s) for s in size],
+        resize="stretch",
+        mean=[float(m) for m in mean],
+        std=[float(s) for s in std],
+        color="rgb" if in_channels == 3 else "gray",
+    )
 
 
-def build_manifest(art: Artifact, cfg: ConvertConfig, model_name: str, model_cfg: dict[str, Any],
-                   pre: Preprocessing, num_classes: int, weights: dict[str, Any]) -> Manifest:
+def build_manifest(
+    art: Artifact,
+    cfg: ConvertConfig,
+    model_name: str,
+    model_cfg: dict[str, Any],
+    pre: Preprocessing,
+    num_classes: int,
+    weights: dict[str, Any],
+) -> Manifest:
     """The manifest of a freshly converted artifact (parity is filled in after verification)."""
     quant = dict(art.quantization) if art.quantization else {"scheme": "none"}
     extra = dict(art.extra)
-    extra.update(batch="dynamic" if cfg.batch is None else int(cfg.batch),
-                 convert_time_s=round(art.convert_time_s, 3), size_bytes=art.size_bytes)
+    extra.update(
+        batch="dynamic" if cfg.batch is None else int(cfg.batch),
+        convert_time_s=round(art.convert_time_s, 3),
+        size_bytes=art.size_bytes,
+    )
     return Manifest(
         artifact=art.path.name,
         target=art.target,
@@ -72,13 +104,16 @@ def build_manifest(art: Artifact, cfg: ConvertConfig, model_name: str, model_cfg
         inputs=art.inputs,
         outputs=art.outputs,
         preprocessing=pre,
-        postprocessing=Postprocessing(activation="sigmoid" if num_classes == 1 else "softmax", threshold=0.5,
-                                      num_classes=num_classes),
+        postprocessing=Postprocessing(
+            activation="sigmoid" if num_classes == 1 else "softmax", threshold=0.5, num_classes=num_classes
+        ),
         model_cfg=json.loads(json.dumps(model_cfg, default=str)),  # as it reads back from disk
         weights=json.loads(json.dumps(weights, default=str)),
         quantization=quant,
-        versions={"converter": f"converters.{art.target} (edgeseg {library_versions().get('edgeseg', '?')})",
-                  **library_versions()},
+        versions={
+            "converter": f"converters.{art.target} (edgeseg {library_versions().get('edgeseg', '?')})",
+            **library_versions(),
+        },
         files={Path(f).name: sha256_file(f) for f in art.files},
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         extra=extra,

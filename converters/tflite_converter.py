@@ -27,8 +27,12 @@ import numpy as np
 from converters.base import Artifact, ConvertConfig, Converter, to_layout
 from runtimes.manifest import TensorSpec
 
-_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.int8): "int8",
-           np.dtype(np.uint8): "uint8"}
+_DTYPES = {
+    np.dtype(np.float32): "float32",
+    np.dtype(np.float16): "float16",
+    np.dtype(np.int8): "int8",
+    np.dtype(np.uint8): "uint8",
+}
 
 
 @contextlib.contextmanager
@@ -42,8 +46,9 @@ def _details(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]
     """(input detail, output detail, signatures) read from the flatbuffer (introspection, no inference)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_path=str(path),
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it = Interpreter(
+        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
     return it.get_input_details()[0], it.get_output_details()[0], it.get_signature_list()
 
 
@@ -51,15 +56,22 @@ def _spec(detail: dict[str, Any], layout: str) -> TensorSpec:
     scale, zero = detail.get("quantization", (0.0, 0))
     dtype = _DTYPES.get(np.dtype(detail["dtype"]), str(np.dtype(detail["dtype"])))
     quant = dtype in ("int8", "uint8") and bool(scale)
-    return TensorSpec(name=str(detail["name"]), shape=[int(d) for d in detail["shape"]], layout=layout,
-                      dtype=dtype, scale=float(scale) if quant else None, zero_point=int(zero) if quant else None)
+    return TensorSpec(
+        name=str(detail["name"]),
+        shape=[int(d) for d in detail["shape"]],
+        layout=layout,
+        dtype=dtype,
+        scale=float(scale) if quant else None,
+        zero_point=int(zero) if quant else None,
+    )
 
 
 def _op_types(path: Path) -> list[str]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_path=str(path),
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it = Interpreter(
+        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
     return sorted({op["op_name"] for op in it._get_ops_details()})
 
 
@@ -109,7 +121,9 @@ class TFLiteConverter(Converter):
         if pt2e:
             quant = self._pt2e(net, x, cfg, out_path)
         else:
-            fp32_path = out_path if cfg.precision == "fp32" else out_path.with_name(out_path.stem + ".fp32.tflite")
+            fp32_path = (
+                out_path if cfg.precision == "fp32" else out_path.with_name(out_path.stem + ".fp32.tflite")
+            )
             extra["fp32_flatbuffer_reused"] = self._fp32_flatbuffer(net, x, cfg, model, fp32_path)
             if cfg.precision != "fp32":
                 quant = self._aeq(fp32_path, out_path, cfg)
@@ -117,9 +131,16 @@ class TFLiteConverter(Converter):
         inp, out, sigs = _details(out_path)
         layout = cfg.manifest_layout
         extra.update(signatures={k: v for k, v in sigs.items()}, op_types=_op_types(out_path))
-        return Artifact(path=out_path, target="tflite", precision=cfg.precision, files=[out_path],
-                        inputs=[_spec(inp, layout)], outputs=[_spec(out, layout)], quantization=quant,
-                        extra=extra)
+        return Artifact(
+            path=out_path,
+            target="tflite",
+            precision=cfg.precision,
+            files=[out_path],
+            inputs=[_spec(inp, layout)],
+            outputs=[_spec(out, layout)],
+            quantization=quant,
+            extra=extra,
+        )
 
     def _pt2e(self, net: Any, x: Any, cfg: ConvertConfig, out_path: Path) -> dict[str, Any]:
         import litert_torch
@@ -130,7 +151,8 @@ class TFLiteConverter(Converter):
 
         dynamic = cfg.int8_scheme == "dynamic"
         quantizer = PT2EQuantizer().set_global(
-            get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
+            get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+        )
         with torch.no_grad():
             graph = torch.export.export(net.eval(), (x,)).module()
             prepared = prepare_pt2e(graph, quantizer)
@@ -142,11 +164,15 @@ class TFLiteConverter(Converter):
             converted = convert_pt2e(prepared, fold_quantize=False)
         with _quiet():
             litert_torch.convert(converted, (x,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(
-                str(out_path))
+                str(out_path)
+            )
         info: dict[str, Any] = {
-            "scheme": cfg.int8_scheme, "tool": "litert_torch PT2EQuantizer + torchao prepare_pt2e/convert_pt2e",
+            "scheme": cfg.int8_scheme,
+            "tool": "litert_torch PT2EQuantizer + torchao prepare_pt2e/convert_pt2e",
             "weights": "int8 per-channel symmetric",
-            "activations": "int8 at run time (dynamic)" if dynamic else "int8 per-tensor (histogram observer)",
+            "activations": "int8 at run time (dynamic)"
+            if dynamic
+            else "int8 per-tensor (histogram observer)",
         }
         if not dynamic:
             info["calibration"] = cfg.calibration.provenance if cfg.calibration else None
@@ -159,19 +185,32 @@ class TFLiteConverter(Converter):
         calibration_result = None
         if cfg.precision == "fp16":
             q.update_quantization_recipe(
-                regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                regex=".*",
+                operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                 algorithm_key=quantizer.AlgorithmName.FLOAT_CASTING,
                 op_config=qtyping.OpQuantizationConfig(
                     weight_tensor_config=qtyping.TensorQuantizationConfig(
-                        num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
-                    compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True),
+                        num_bits=16, dtype=qtyping.TensorDataType.FLOAT
+                    ),
+                    compute_precision=qtyping.ComputePrecision.FLOAT,
+                    explicit_dequantize=True,
+                ),
             )
-            info = {"scheme": "fp16", "weights": "float16", "compute": "float32", "io": "float32",
-                    "tool": "ai_edge_quantizer FLOAT_CASTING"}
+            info = {
+                "scheme": "fp16",
+                "weights": "float16",
+                "compute": "float32",
+                "io": "float32",
+                "tool": "ai_edge_quantizer FLOAT_CASTING",
+            }
         elif cfg.int8_scheme == "dynamic":
             q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-            info = {"scheme": "dynamic", "weights": "int8 per-channel symmetric",
-                    "activations": "float32, quantized at run time", "tool": "ai_edge_quantizer dynamic_wi8_afp32"}
+            info = {
+                "scheme": "dynamic",
+                "weights": "int8 per-channel symmetric",
+                "activations": "float32, quantized at run time",
+                "tool": "ai_edge_quantizer dynamic_wi8_afp32",
+            }
         else:
             q.load_quantization_recipe(recipe.static_wi8_ai8())
             _, _, sigs = _details(src)
@@ -180,9 +219,13 @@ class TFLiteConverter(Converter):
             data = {key: [{name: b} for b in _calib_batches(cfg)]}
             with _quiet():
                 calibration_result = q.calibrate(data, num_threads=1)
-            info = {"scheme": "static", "weights": "int8 per-channel symmetric", "activations": "int8 (min/max)",
-                    "tool": "ai_edge_quantizer static_wi8_ai8",
-                    "calibration": cfg.calibration.provenance if cfg.calibration else None}
+            info = {
+                "scheme": "static",
+                "weights": "int8 per-channel symmetric",
+                "activations": "int8 (min/max)",
+                "tool": "ai_edge_quantizer static_wi8_ai8",
+                "calibration": cfg.calibration.provenance if cfg.calibration else None,
+            }
         with _quiet():
             result = q.quantize(calibration_result)
         result.export_model(str(dst), overwrite=True)

@@ -44,13 +44,19 @@ class Parity:
         return not self.failures
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.figures, "tolerance": dict(self.tolerance), "passed": self.passed,
-                "failures": list(self.failures)}
+        return {
+            **self.figures,
+            "tolerance": dict(self.tolerance),
+            "passed": self.passed,
+            "failures": list(self.failures),
+        }
 
     def summary(self) -> str:
         f = self.figures
-        text = (f"max|d|={f['max_abs_diff']:.3g} mean|d|={f['mean_abs_diff']:.3g} "
-                f"agreement={f['mask_agreement']:.4f} (min {f['mask_agreement_min']:.4f})")
+        text = (
+            f"max|d|={f['max_abs_diff']:.3g} mean|d|={f['mean_abs_diff']:.3g} "
+            f"agreement={f['mask_agreement']:.4f} (min {f['mask_agreement_min']:.4f})"
+        )
         return text if self.passed else f"{text}; FAILED: {'; '.join(self.failures)}"
 
 
@@ -68,11 +74,18 @@ def _agreement(a: np.ndarray, b: np.ndarray, classes: int) -> float:
     return float(np.mean([mask_agreement(a == c, b == c) for c in range(1, classes)]))
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, post: Postprocessing, precision: str,
-            labels: np.ndarray | None = None) -> Parity:
+def compare(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    post: Postprocessing,
+    precision: str,
+    labels: np.ndarray | None = None,
+) -> Parity:
     """Parity figures of ``candidate`` logits against ``reference`` logits (both channels-first float32)."""
     if reference.shape != candidate.shape:
-        raise ValueError(f"reference logits {reference.shape} and candidate {candidate.shape} differ in shape")
+        raise ValueError(
+            f"reference logits {reference.shape} and candidate {candidate.shape} differ in shape"
+        )
     diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
     classes = max(int(reference.shape[1]), post.num_classes)
     ma, mb = masks_of(reference, post), masks_of(candidate, post)
@@ -96,16 +109,26 @@ def compare(reference: np.ndarray, candidate: np.ndarray, post: Postprocessing, 
         limit = tol["atol"] + tol["rtol"] * figures["reference_abs_max"]
         tol["max_abs_diff"] = limit
         if figures["max_abs_diff"] > limit:
-            failures.append(f"max abs logit difference {figures['max_abs_diff']:.3g} > {limit:.3g} "
-                            f"({figures['max_abs_diff'] / limit:.1f}x the {precision} tolerance)")
+            failures.append(
+                f"max abs logit difference {figures['max_abs_diff']:.3g} > {limit:.3g} "
+                f"({figures['max_abs_diff'] / limit:.1f}x the {precision} tolerance)"
+            )
     if figures["mask_agreement"] < tol["mask_agreement"]:
-        failures.append(f"mask agreement {figures['mask_agreement']:.4f} < {tol['mask_agreement']} "
-                        f"(short by {tol['mask_agreement'] - figures['mask_agreement']:.4f})")
+        failures.append(
+            f"mask agreement {figures['mask_agreement']:.4f} < {tol['mask_agreement']} "
+            f"(short by {tol['mask_agreement'] - figures['mask_agreement']:.4f})"
+        )
     return Parity(figures=figures, tolerance=tol, failures=failures)
 
 
-def verify_artifact(artifact: Any, model: Any, images: np.ndarray, precision: str,
-                    labels: np.ndarray | None = None, threads: int | None = None) -> Parity:
+def verify_artifact(
+    artifact: Any,
+    model: Any,
+    images: np.ndarray,
+    precision: str,
+    labels: np.ndarray | None = None,
+    threads: int | None = None,
+) -> Parity:
     """Run ``artifact`` (a path with its manifest beside it) and the FP32 ``model`` on ``images``; compare.
 
     Args:
@@ -119,10 +142,15 @@ def verify_artifact(artifact: Any, model: Any, images: np.ndarray, precision: st
     import runtimes
     from runtimes.torch_runtime import TorchRuntime
 
-    with runtimes.load(artifact, threads=threads) as rt:
-        candidate = rt.infer(np.ascontiguousarray(images, dtype=np.float32))
-        manifest = rt.manifest
-        info = rt.info()
+    try:
+        with runtimes.load(artifact, threads=threads) as rt:
+            candidate = rt.infer(np.ascontiguousarray(images, dtype=np.float32))
+            manifest = rt.manifest
+            info = rt.info()
+    except (RuntimeError, ValueError) as exc:  # e.g. a delegate that cannot prepare the graph
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"the converted {precision} artifact does not run in its runtime ({first}); "
+                         "it was not kept (convert with --no-verify to keep it anyway)") from None
     ref_rt = TorchRuntime.from_module(model, manifest, threads=threads)
     try:
         reference = ref_rt.infer(np.ascontiguousarray(images, dtype=np.float32))

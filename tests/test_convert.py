@@ -1,4 +1,4 @@
-"""`edgeseg convert` / converters.convert_model: the targets x precisions matrix for ultralightunet-t at 64x64.
+"""`edgeseg convert` / convert_model: the targets x precisions matrix for ultralightunet-t at 64x64.
 
 Every artifact is checked three ways: the parity figures the converter recorded, an independent re-run
 through ``runtimes.load`` on fresh images against the torch model, and the manifest against the file
@@ -40,7 +40,9 @@ def checkpoint(tmp_path_factory) -> Path:
     with torch.no_grad():
         model.out4.bias -= model(x).median()
     path = tmp_path_factory.mktemp("ckpt") / "ult-centred.pt"
-    torch.save({"format": CHECKPOINT_FORMAT, "model": "ultralightunet-t", "state_dict": model.state_dict()}, path)
+    torch.save(
+        {"format": CHECKPOINT_FORMAT, "model": "ultralightunet-t", "state_dict": model.state_dict()}, path
+    )
     return path
 
 
@@ -56,15 +58,26 @@ def _convert(checkpoint, out, target, precisions, **kw):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "fewer than 100 calibration images"
-        return convert_model("ultralightunet-t", target, precisions, weights=checkpoint, img_size=SIZE,
-                             calib="synthetic", calib_size=CALIB, verify_size=8, out_dir=out, **kw)
+        return convert_model(
+            "ultralightunet-t",
+            target,
+            precisions,
+            weights=checkpoint,
+            img_size=SIZE,
+            calib="synthetic",
+            calib_size=CALIB,
+            verify_size=8,
+            out_dir=out,
+            **kw,
+        )
 
 
 @pytest.fixture(scope="module")
 def onnx_results(checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx")
-    return (_convert(checkpoint, out, "onnx", ["fp32", "fp16", "int8"])
-            + _convert(checkpoint, out, "onnx", "int8", int8_scheme="dynamic", batch=None))
+    return _convert(checkpoint, out, "onnx", ["fp32", "fp16", "int8"]) + _convert(
+        checkpoint, out, "onnx", "int8", int8_scheme="dynamic", batch=None
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +112,9 @@ def check_artifact(res, reference, checkpoint, max_abs: float | None, min_agreem
         assert f.parent == art.path.parent and m.files[f.name] == sha256_file(f)
     assert m.weights["sha256"] == sha256_file(checkpoint) and m.weights["source"] == "given"
     assert m.model == "ultralightunet-t" and m.model_cfg["input_size"] == [SIZE, SIZE]
-    assert m.preprocessing.size == [SIZE, SIZE] and m.preprocessing.mean == pytest.approx([0.485, 0.456, 0.406])
+    assert m.preprocessing.size == [SIZE, SIZE] and m.preprocessing.mean == pytest.approx(
+        [0.485, 0.456, 0.406]
+    )
     assert m.input.nchw_shape()[1:] == [3, SIZE, SIZE] and m.output.nchw_shape()[1:] == [1, SIZE, SIZE]
     assert m.input.layout == ("nhwc" if m.input.shape[-1] == 3 else "nchw")
     assert m.versions["torch"] == torch.__version__.split("+")[0] or m.versions["torch"] == torch.__version__
@@ -167,15 +182,26 @@ def test_tflite_fp32_channels_last(tflite_results, reference, checkpoint):
     assert res.manifest.output.shape == [1, SIZE, SIZE, 1]
 
 
+@pytest.mark.slow
+def test_tflite_aeq_static_int8_is_refused_by_xnnpack(checkpoint, tmp_path):
+    # ai-edge-quantizer 0.10's static w8a8 recipe gives this network a graph that LiteRT's default XNNPACK
+    # delegate fails to prepare: verification says so and keeps nothing. (A fix upstream makes this fail.)
+    with pytest.raises(ValueError, match="does not run in its runtime.*XNNPACK"):
+        _convert(checkpoint, tmp_path, "tflite", "int8", quantizer="aeq")
+    assert not list(tmp_path.glob("*.tflite*"))
+
+
 # ---- the slow rest of the matrix ----
 @pytest.mark.slow
-@pytest.mark.parametrize("precision,kw,max_abs,agreement", [
-    ("fp16", {}, 5e-3, 0.98),
-    ("int8", {"int8_scheme": "dynamic"}, None, 0.95),
-    ("int8", {"quantizer": "pt2e"}, None, 0.9),
-    ("int8", {"quantizer": "aeq"}, None, 0.9),
-    ("fp32", {"layout": "nchw"}, 1e-4, 0.999),
-])
+@pytest.mark.parametrize(
+    "precision,kw,max_abs,agreement",
+    [
+        ("fp16", {}, 5e-3, 0.98),
+        ("int8", {"int8_scheme": "dynamic"}, None, 0.95),
+        ("int8", {"quantizer": "pt2e"}, None, 0.9),
+            ("fp32", {"layout": "nchw"}, 1e-4, 0.999),
+    ],
+)
 def test_tflite_matrix_slow(checkpoint, reference, tmp_path, precision, kw, max_abs, agreement):
     [res] = _convert(checkpoint, tmp_path, "tflite", precision, **kw)
     check_artifact(res, reference, checkpoint, max_abs, agreement)
@@ -184,10 +210,15 @@ def test_tflite_matrix_slow(checkpoint, reference, tmp_path, precision, kw, max_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target,precision,kw", [
-    ("openvino", "fp16", {}), ("openvino", "fp32", {"layout": "nhwc", "batch": None}),
-    ("onnx", "int8", {"calib_method": "entropy"}), ("onnx", "fp32", {"exporter": "dynamo"}),
-])
+@pytest.mark.parametrize(
+    "target,precision,kw",
+    [
+        ("openvino", "fp16", {}),
+        ("openvino", "fp32", {"layout": "nhwc", "batch": None}),
+        ("onnx", "int8", {"calib_method": "entropy"}),
+        ("onnx", "fp32", {"exporter": "dynamo"}),
+    ],
+)
 def test_more_variants_slow(checkpoint, reference, tmp_path, target, precision, kw):
     [res] = _convert(checkpoint, tmp_path, target, precision, **kw)
     check_artifact(res, reference, checkpoint, 5e-3 if precision != "int8" else None, 0.95)
@@ -216,8 +247,21 @@ def _cli(*args: str, code: str | None = None) -> subprocess.CompletedProcess:
 
 
 def test_cli_json_document(checkpoint, tmp_path):
-    res = _cli("--model", "ultralightunet-t", "--weights", str(checkpoint), "--target", "onnx",
-               "--img-size", str(SIZE), "--verify-size", "4", "--out", str(tmp_path), "--json")
+    res = _cli(
+        "--model",
+        "ultralightunet-t",
+        "--weights",
+        str(checkpoint),
+        "--target",
+        "onnx",
+        "--img-size",
+        str(SIZE),
+        "--verify-size",
+        "4",
+        "--out",
+        str(tmp_path),
+        "--json",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     doc = json.loads(res.stdout)
     [a] = doc["artifacts"]
@@ -231,20 +275,41 @@ def test_cli_failing_parity_exits_nonzero(checkpoint, tmp_path, monkeypatch, cap
     from edgeseg.cli import main
 
     monkeypatch.setitem(verify.TOLERANCES, "fp32", {"atol": 1e-3, "rtol": 1e-4, "mask_agreement": 1.01})
-    code = main(["convert", "--model", "ultralightunet-t", "--weights", str(checkpoint), "--target", "onnx",
-                 "--img-size", str(SIZE), "--verify-size", "2", "--out", str(tmp_path)])
+    code = main(
+        [
+            "convert",
+            "--model",
+            "ultralightunet-t",
+            "--weights",
+            str(checkpoint),
+            "--target",
+            "onnx",
+            "--img-size",
+            str(SIZE),
+            "--verify-size",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "parity check failed" in err and "short by" in err
 
 
-@pytest.mark.parametrize("args,expect", [
-    (["--model", "ultralightunet-x", "--target", "onnx"], "unknown model 'ultralightunet-x'"),
-    (["--model", "ultralightunet-t", "--target", "tflit"], "Valid: onnx, openvino, tflite, all"),
-    (["--model", "ultralightunet-t", "--target", "onnx", "--precision", "int4"], "Valid: fp32, fp16, int8, all"),
-    (["--model", "ultralightunet-t", "--target", "onnx", "--precision", "int8"], "--calib"),
-    (["--model", "ultralightunet-t", "--target", "onnx", "--batch", "0"], "--batch must be"),
-    (["--model", "ultralightunet-t", "--target", "tflite", "--batch", "dynamic"], "needs a fixed batch"),
-])
+@pytest.mark.parametrize(
+    "args,expect",
+    [
+        (["--model", "ultralightunet-x", "--target", "onnx"], "unknown model 'ultralightunet-x'"),
+        (["--model", "ultralightunet-t", "--target", "tflit"], "Valid: onnx, openvino, tflite, all"),
+        (
+            ["--model", "ultralightunet-t", "--target", "onnx", "--precision", "int4"],
+            "Valid: fp32, fp16, int8, all",
+        ),
+        (["--model", "ultralightunet-t", "--target", "onnx", "--precision", "int8"], "--calib"),
+        (["--model", "ultralightunet-t", "--target", "onnx", "--batch", "0"], "--batch must be"),
+        (["--model", "ultralightunet-t", "--target", "tflite", "--batch", "dynamic"], "needs a fixed batch"),
+    ],
+)
 def test_cli_bad_input_is_one_line(args, expect):
     res = _cli(*args)
     assert res.returncode == 2, res.stderr
@@ -258,19 +323,74 @@ def test_cli_unwritable_out_and_empty_calib(tmp_path):
     res = _cli("--model", "ultralightunet-t", "--target", "onnx", "--out", str(afile))
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "not a folder" in res.stderr
     (tmp_path / "empty").mkdir()
-    res = _cli("--model", "ultralightunet-t", "--target", "onnx", "--precision", "int8", "--calib",
-               str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
+    res = _cli(
+        "--model",
+        "ultralightunet-t",
+        "--target",
+        "onnx",
+        "--precision",
+        "int8",
+        "--calib",
+        str(tmp_path / "empty"),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0, res.stderr
     assert "no usable calibration images" in res.stderr
 
 
 def test_cli_missing_backend_names_the_extra(tmp_path):
-    block = ("import sys\nclass _B:\n    def find_spec(self, name, path=None, target=None):\n"
-             "        if name.split('.')[0] in ('openvino', 'nncf'):\n"
-             "            raise ModuleNotFoundError('blocked', name=name)\nsys.meta_path.insert(0, _B())\n"
-             "from edgeseg.cli import main\n"
-             f"sys.exit(main(['convert', '--model', 'ultralightunet-t', '--target', 'openvino', '--out', "
-             f"{str(tmp_path)!r}]))")
+    block = (
+        "import sys\nclass _B:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('openvino', 'nncf'):\n"
+        "            raise ModuleNotFoundError('blocked', name=name)\nsys.meta_path.insert(0, _B())\n"
+        "from edgeseg.cli import main\n"
+        f"sys.exit(main(['convert', '--model', 'ultralightunet-t', '--target', 'openvino', '--out', "
+        f"{str(tmp_path)!r}]))"
+    )
     res = _cli(code=block)
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().count("\n") == 0 and "pip install 'edgeseg[openvino]'" in res.stderr
+
+
+# ---- real data and the whole registry (slow) ----
+@pytest.mark.slow
+@pytest.mark.kvasir
+def test_openvino_accuracy_controlled_int8_on_kvasir(kvasir_root, checkpoint, reference, tmp_path):
+    from converters import convert_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        [res] = convert_model("ultralightunet-t", "openvino", "int8", weights=checkpoint, img_size=SIZE,
+                              calib=kvasir_root, calib_size=32, verify_size=16, max_dice_drop=0.01, out_dir=tmp_path)
+    q, par = res.manifest.quantization, res.manifest.parity
+    assert q["accuracy_control"]["max_drop"] == 0.01 and q["calibration"]["split"] == "train"
+    assert par["inputs"]["split"] == "val" and par["inputs"]["count"] == 16
+    assert abs(par["dice_reference"] - par["dice_candidate"]) <= 0.02
+    assert par["mask_agreement"] >= 0.95
+
+
+def _zoo_cases():
+    from edgeseg.models import list_models
+
+    cases = []
+    for name in list_models():
+        for target in ("onnx", "openvino", "tflite"):
+            cases.append(pytest.param(name, target, marks=pytest.mark.slow, id=f"{name}-{target}"))
+    return cases
+
+
+@pytest.mark.parametrize("name,target", _zoo_cases())
+def test_every_registered_model_converts(name, target, tmp_path):
+    """fp32 of every registered model to every target (3D to TFLite: see notes/issue-6.md), verified."""
+    from converters import convert_model
+    from edgeseg.models import get_model_cfg
+
+    dims = len(get_model_cfg(name).input_size)
+    kw = {"model_kwargs": {"img_size": 32}} if name.startswith("unetr") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        [res] = convert_model(name, target, "fp32", img_size=64 if dims == 2 else 32, verify_size=2,
+                              out_dir=tmp_path, **kw)
+    assert res.passed and res.manifest.parity["max_abs_diff"] < 1e-3
+    assert res.manifest.input.nchw_shape()[2:] == ([64, 64] if dims == 2 else [32, 32, 32])

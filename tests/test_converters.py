@@ -1,4 +1,4 @@
-"""converters/: the target registry, ConvertConfig validation, parity figures, calibration sets (fast, no export)."""
+"""converters/: target registry, ConvertConfig validation, parity figures, calibration sets (fast)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from runtimes.manifest import Postprocessing, Preprocessing
 
 
 def _calib(n: int = 4, size: tuple[int, int] = (64, 64), labels: bool = False) -> CalibrationSet:
-    return CalibrationSet(images=np.zeros((n, 3, *size), np.float32),
-                          labels=np.zeros((n, *size), np.uint8) if labels else None)
+    return CalibrationSet(
+        images=np.zeros((n, 3, *size), np.float32), labels=np.zeros((n, *size), np.uint8) if labels else None
+    )
 
 
 # ---- registry: capabilities are data ----
@@ -50,8 +51,10 @@ def test_int8_without_calibration_is_a_value_error():
 def test_config_defaults_and_errors():
     cfg = ConvertConfig(target="tflite", input_size=(64, 64))
     assert cfg.layout == "nhwc" and cfg.quantizer == "pt2e" and cfg.artifact_shape(3) == [1, 64, 64, 3]
-    assert ConvertConfig(target="tflite", input_size=(64, 64), precision="int8",
-                         int8_scheme="dynamic").quantizer == "aeq"
+    assert (
+        ConvertConfig(target="tflite", input_size=(64, 64), precision="int8", int8_scheme="dynamic").quantizer
+        == "aeq"
+    )
     assert ConvertConfig(target="onnx", input_size=(64, 64)).layout == "nchw"
     assert ConvertConfig(target="onnx", input_size=(64, 64), batch=None).nchw_shape() == [-1, 3, 64, 64]
     assert ConvertConfig(target="onnx", input_size=(8, 64, 64), layout="nhwc").manifest_layout == "ndhwc"
@@ -75,13 +78,24 @@ def test_config_defaults_and_errors():
 
 def test_max_dice_drop_needs_openvino_int8_and_labels():
     with pytest.raises(ValueError, match="applies to int8 on openvino"):
-        ConvertConfig(target="onnx", precision="int8", input_size=(64, 64), calibration=_calib(labels=True),
-                      max_dice_drop=0.01)
+        ConvertConfig(
+            target="onnx",
+            precision="int8",
+            input_size=(64, 64),
+            calibration=_calib(labels=True),
+            max_dice_drop=0.01,
+        )
     with pytest.raises(ValueError, match="needs labelled calibration data"):
-        ConvertConfig(target="openvino", precision="int8", input_size=(64, 64), calibration=_calib(),
-                      max_dice_drop=0.01)
-    cfg = ConvertConfig(target="openvino", precision="int8", input_size=(64, 64),
-                        calibration=_calib(labels=True), max_dice_drop=0.01)
+        ConvertConfig(
+            target="openvino", precision="int8", input_size=(64, 64), calibration=_calib(), max_dice_drop=0.01
+        )
+    cfg = ConvertConfig(
+        target="openvino",
+        precision="int8",
+        input_size=(64, 64),
+        calibration=_calib(labels=True),
+        max_dice_drop=0.01,
+    )
     assert cfg.max_dice_drop == 0.01
 
 
@@ -107,7 +121,9 @@ def test_compare_measures_and_judges():
     res = compare(ref, bad, Postprocessing(), "int8")
     fg_ref = ref > 0
     fg_bad = bad > 0
-    expected = np.mean([2 * np.sum(fg_ref[i] & fg_bad[i]) / (fg_ref[i].sum() + fg_bad[i].sum()) for i in range(4)])
+    expected = np.mean(
+        [2 * np.sum(fg_ref[i] & fg_bad[i]) / (fg_ref[i].sum() + fg_bad[i].sum()) for i in range(4)]
+    )
     assert res.figures["mask_agreement"] == pytest.approx(expected)
     assert not res.passed and "short by" in res.failures[0]
     # fp32 fails on the logits even when the masks agree
@@ -179,8 +195,12 @@ def test_onnx_toposort_orders_nodes():
 
     a = helper.make_node("Relu", ["x"], ["a"])
     b = helper.make_node("Relu", ["a"], ["y"])
-    graph = helper.make_graph([b, a], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [b, a],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
     _toposort(graph)
     assert [n.output[0] for n in graph.node] == ["a", "y"]
     onnx.checker.check_model(helper.make_model(graph))

@@ -23,11 +23,18 @@ from collections.abc import Iterator
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="registered model name (see `edgeseg models`)")
-    p.add_argument("--weights", help="checkpoint (default: the shipped weights, else random weights + warning)")
+    p.add_argument(
+        "--weights", help="checkpoint (default: the shipped weights, else random weights + warning)"
+    )
     p.add_argument("--target", required=True, help="onnx, openvino, tflite or all (comma-separated list ok)")
-    p.add_argument("--precision", default="fp32", help="fp32, fp16, int8 or all (comma-separated ok; default fp32)")
-    p.add_argument("--calib", help="int8 calibration data: an image folder or 'synthetic' (also supplies the "
-                                   "held-back verification images; default verification: synthetic)")
+    p.add_argument(
+        "--precision", default="fp32", help="fp32, fp16, int8 or all (comma-separated ok; default fp32)"
+    )
+    p.add_argument(
+        "--calib",
+        help="int8 calibration data: an image folder or 'synthetic' (also supplies the "
+        "held-back verification images; default verification: synthetic)",
+    )
     p.add_argument("--calib-size", type=int, default=300, help="calibration images (default 300)")
     p.add_argument("--verify-size", type=int, default=16, help="held-back verification images (default 16)")
     p.add_argument("--img-size", type=int, help="square input size (default: the model's)")
@@ -40,8 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--int8-scheme", default="static", help="static (calibrated, default) or dynamic")
     q.add_argument("--calib-method", help="ONNX: minmax (default), entropy or percentile")
     q.add_argument("--quantizer", help="TFLite int8: pt2e (default for static) or aeq (ai-edge-quantizer)")
-    q.add_argument("--max-dice-drop", type=float, help="OpenVINO int8: NNCF accuracy control on the labelled "
-                                                       "calibration folder, largest Dice drop allowed")
+    q.add_argument(
+        "--max-dice-drop",
+        type=float,
+        help="OpenVINO int8: NNCF accuracy control on the labelled "
+        "calibration folder, largest Dice drop allowed",
+    )
     o = p.add_argument_group("ONNX")
     o.add_argument("--exporter", default="torchscript", help="torchscript (default) or dynamo")
     o.add_argument("--opset", type=int, default=17, help="opset (default 17)")
@@ -106,12 +117,28 @@ def main(args: argparse.Namespace) -> int:
         from converters.api import convert_model
 
         results = convert_model(
-            args.model, _list(args.target), _list(args.precision), weights=args.weights, calib=args.calib,
-            calib_size=args.calib_size, verify_size=args.verify_size, img_size=args.img_size,
-            batch=_batch(args.batch), layout=args.layout, out_dir=args.out, verify=not args.no_verify,
-            int8_scheme=args.int8_scheme, calib_method=args.calib_method, quantizer=args.quantizer,
-            max_dice_drop=args.max_dice_drop, exporter=args.exporter, opset=args.opset,
-            simplify=not args.no_simplify, name=args.name, threads=args.threads, log=log,
+            args.model,
+            _list(args.target),
+            _list(args.precision),
+            weights=args.weights,
+            calib=args.calib,
+            calib_size=args.calib_size,
+            verify_size=args.verify_size,
+            img_size=args.img_size,
+            batch=_batch(args.batch),
+            layout=args.layout,
+            out_dir=args.out,
+            verify=not args.no_verify,
+            int8_scheme=args.int8_scheme,
+            calib_method=args.calib_method,
+            quantizer=args.quantizer,
+            max_dice_drop=args.max_dice_drop,
+            exporter=args.exporter,
+            opset=args.opset,
+            simplify=not args.no_simplify,
+            name=args.name,
+            threads=args.threads,
+            log=log,
         )
     failed = [r for r in results if not r.passed]
     if args.json:
@@ -120,20 +147,37 @@ def main(args: argparse.Namespace) -> int:
         rows = []
         for r in results:
             par = r.manifest.parity
-            rows.append([r.artifact.path, r.artifact.target, r.manifest.quantization.get("scheme", "-")
-                         if r.artifact.precision == "int8" else r.artifact.precision, _human(r.artifact.size_bytes),
-                         f"{r.artifact.convert_time_s:.1f}",
-                         f"{par['max_abs_diff']:.2g}" if "max_abs_diff" in par else "-",
-                         f"{par['mask_agreement']:.4f}" if "mask_agreement" in par else "-",
-                         "ok" if r.parity is None or r.parity.passed else "FAIL"])
-        print(table(rows, ["artifact", "target", "precision", "size", "time s", "max|d|", "agreement", "parity"]))
+            rows.append(
+                [
+                    r.artifact.path,
+                    r.artifact.target,
+                    r.manifest.quantization.get("scheme", "-")
+                    if r.artifact.precision == "int8"
+                    else r.artifact.precision,
+                    _human(r.artifact.size_bytes),
+                    f"{r.artifact.convert_time_s:.1f}",
+                    f"{par['max_abs_diff']:.2g}" if "max_abs_diff" in par else "-",
+                    f"{par['mask_agreement']:.4f}" if "mask_agreement" in par else "-",
+                    "ok" if r.parity is None or r.parity.passed else "FAIL",
+                ]
+            )
+        print(
+            table(
+                rows, ["artifact", "target", "precision", "size", "time s", "max|d|", "agreement", "parity"]
+            )
+        )
         if results:
             first = results[0].artifact.path
             print("\nmanifests: <artifact>.json beside each file")
             print(f"next: edgeseg predict --artifact {first} --input IMAGES --out preds/")
-            print(f"      edgeseg bench --model {args.model} --targets {args.target} --precisions {args.precision}")
+            print(
+                f"      edgeseg bench --model {args.model} --targets {args.target} "
+                f"--precisions {args.precision}"
+            )
     if failed:
-        worst = "; ".join(f"{r.artifact.path.name}: {'; '.join(r.parity.failures)}" for r in failed if r.parity)
+        worst = "; ".join(
+            f"{r.artifact.path.name}: {'; '.join(r.parity.failures)}" for r in failed if r.parity
+        )
         print(f"edgeseg: error: parity check failed for {len(failed)} artifact(s): {worst}", file=sys.stderr)
         return 1
     return 0
