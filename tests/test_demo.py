@@ -96,11 +96,24 @@ def onnx_artifact(tmp_path_factory) -> Path:
     model = create_model("ultralightunet-t").eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's tracer warnings
-        torch.onnx.export(model, torch.zeros(1, 3, 64, 64), str(out), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"])
-    Manifest(artifact=out.name, target="onnx", precision="fp32", model="ultralightunet-t",
-             inputs=[TensorSpec("input", [1, 3, 64, 64])], outputs=[TensorSpec("logits", [1, 1, 64, 64])],
-             preprocessing=Preprocessing(size=[64, 64])).save(str(out) + ".json")
+        torch.onnx.export(
+            model,
+            torch.zeros(1, 3, 64, 64),
+            str(out),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+        )
+    Manifest(
+        artifact=out.name,
+        target="onnx",
+        precision="fp32",
+        model="ultralightunet-t",
+        inputs=[TensorSpec("input", [1, 3, 64, 64])],
+        outputs=[TensorSpec("logits", [1, 1, 64, 64])],
+        preprocessing=Preprocessing(size=[64, 64]),
+    ).save(str(out) + ".json")
     return out
 
 
@@ -111,10 +124,15 @@ class OracleRuntime(Runtime):
     module = "numpy"
 
     def __init__(self, size: int = 64, fail_after: int | None = None):
-        manifest = Manifest(artifact="oracle", target="onnx", precision="fp32", model="oracle",
-                            inputs=[TensorSpec("input", [1, 3, size, size])],
-                            outputs=[TensorSpec("logits", [1, 1, size, size])],
-                            preprocessing=Preprocessing(size=[size, size]))
+        manifest = Manifest(
+            artifact="oracle",
+            target="onnx",
+            precision="fp32",
+            model="oracle",
+            inputs=[TensorSpec("input", [1, 3, size, size])],
+            outputs=[TensorSpec("logits", [1, 1, size, size])],
+            preprocessing=Preprocessing(size=[size, size]),
+        )
         super().__init__("oracle", manifest=manifest)
         self.calls = 0
         self.fail_after = fail_after
@@ -135,15 +153,30 @@ def _oracle_segmenter(**kw) -> Segmenter:
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgeseg", "demo", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "edgeseg", "demo", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # ---- end to end ---------------------------------------------------------------------------------------
 def test_headless_cli_file_every_frame_logged_and_recorded(clip, onnx_artifact, tmp_path):
     rec, log = tmp_path / "out.avi", tmp_path / "out.jsonl"
-    res = _cli("--artifact", str(onnx_artifact), "--source", str(clip), "--headless", "--record", str(rec),
-               "--log", str(log), "--summary-json")
+    res = _cli(
+        "--artifact",
+        str(onnx_artifact),
+        "--source",
+        str(clip),
+        "--headless",
+        "--record",
+        str(rec),
+        "--log",
+        str(log),
+        "--summary-json",
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     frames_in = _decode_count(clip)
@@ -173,8 +206,11 @@ def test_headless_cli_file_every_frame_logged_and_recorded(clip, onnx_artifact, 
 def test_overlay_is_exactly_where_the_mask_is(clip, tmp_path):
     """Oracle runtime: the drawn mask matches the disc; the tint covers every mask pixel and nothing else."""
     seen = []
-    summary = run_demo(DemoConfig(source=str(clip), headless=True, log=str(tmp_path / "l.jsonl")),
-                       segmenter=_oracle_segmenter(), on_frame=seen.append)
+    summary = run_demo(
+        DemoConfig(source=str(clip), headless=True, log=str(tmp_path / "l.jsonl")),
+        segmenter=_oracle_segmenter(),
+        on_frame=seen.append,
+    )
     assert summary.status == "completed" and summary.frames == N_FRAMES == len(seen)
     hud = None
     for i, fr in enumerate(seen):
@@ -193,9 +229,9 @@ def test_overlay_is_exactly_where_the_mask_is(clip, tmp_path):
         hud = hud or HudInfo("oracle", "oracle", "cpu", "fp32")
         x, y, w, h = hud_box(fr.frame.shape, hud)
         allowed = fr.mask.astype(bool).copy()
-        allowed[y:y + h, x:x + w] = True
+        allowed[y : y + h, x : x + w] = True
         for r in info.regions:
-            allowed[max(0, r.y - 16):r.y + r.h + 1, max(0, r.x - 1):r.x + r.w + 40] = True
+            allowed[max(0, r.y - 16) : r.y + r.h + 1, max(0, r.x - 1) : r.x + r.w + 40] = True
         assert not (changed & ~allowed).any(), i
         # the tint is green: mask pixels move towards (0, 255, 0)
         px = plain[fr.mask > 0].astype(int) - fr.frame[fr.mask > 0].astype(int)
@@ -204,8 +240,9 @@ def test_overlay_is_exactly_where_the_mask_is(clip, tmp_path):
 
 def test_synthetic_source_by_default_and_area_in_log(tmp_path):
     log = tmp_path / "s.jsonl"
-    summary = run_demo(DemoConfig(headless=True, log=str(log), max_frames=6, size=64, serve=0),
-                       segmenter=_oracle_segmenter())
+    summary = run_demo(
+        DemoConfig(headless=True, log=str(log), max_frames=6, size=64, serve=0), segmenter=_oracle_segmenter()
+    )
     assert summary.status == "completed" and summary.frames == 6
     assert summary.info["source"].startswith("synthetic")
     assert summary.outputs["stream"].startswith("http://127.0.0.1:")
@@ -259,8 +296,10 @@ def test_model_name_runs_through_the_torch_runtime(tmp_path):
         # the same frame through the demo's pre/post-processing and directly through the torch model
         frame = _disc_frame(0)[0]
         res = seg(frame, threshold=0.5)
-        x = (cv2.resize(frame, (256, 256), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
-             - np.float32([0.485, 0.456, 0.406])) / np.float32([0.229, 0.224, 0.225])
+        x = (
+            cv2.resize(frame, (256, 256), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
+            - np.float32([0.485, 0.456, 0.406])
+        ) / np.float32([0.229, 0.224, 0.225])
         with torch.no_grad():
             ref = seg.runtime.model(torch.from_numpy(x.transpose(2, 0, 1)[None].copy())).numpy()
         ref = cv2.resize(1 / (1 + np.exp(-ref[0, 0])), FRAME_HW[::-1], interpolation=cv2.INTER_LINEAR) > 0.5
@@ -290,8 +329,11 @@ class HangingCamera(VanishingCamera):
 def test_camera_hanging_in_read_is_lost_after_the_timeout(tmp_path):
     cam = HangingCamera(5)
     t0 = time.perf_counter()
-    summary = run_demo(DemoConfig(headless=True, log=str(tmp_path / "h.jsonl"), camera_timeout=0.3),
-                       segmenter=_oracle_segmenter(), source=cam)
+    summary = run_demo(
+        DemoConfig(headless=True, log=str(tmp_path / "h.jsonl"), camera_timeout=0.3),
+        segmenter=_oracle_segmenter(),
+        source=cam,
+    )
     took = time.perf_counter() - t0
     cam.release.set()
     assert summary.status == "source-lost" and "none for 0.3 s after 5 frames" in summary.message
@@ -301,10 +343,32 @@ def test_camera_hanging_in_read_is_lost_after_the_timeout(tmp_path):
 def test_sigterm_on_a_serving_realtime_run_finalises_everything(onnx_artifact, tmp_path):
     """The way a headless device run ends (ssh closes, `timeout`, systemd): SIGTERM -> exit 0, files whole."""
     rec, log = tmp_path / "t.avi", tmp_path / "t.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "edgeseg", "demo", "--artifact", str(onnx_artifact),
-                             "--source", "synthetic", "--size", "64", "--realtime", "--headless", "--serve", "0",
-                             "--record", str(rec), "--log", str(log)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgeseg",
+            "demo",
+            "--artifact",
+            str(onnx_artifact),
+            "--source",
+            "synthetic",
+            "--size",
+            "64",
+            "--realtime",
+            "--headless",
+            "--serve",
+            "0",
+            "--record",
+            str(rec),
+            "--log",
+            str(log),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stderr.readline()
         url = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
@@ -325,8 +389,10 @@ def test_sigterm_on_a_serving_realtime_run_finalises_everything(onnx_artifact, t
 def test_runtime_failure_mid_stream_keeps_what_was_recorded(clip, tmp_path):
     rec = tmp_path / "r.avi"
     # the oracle fails on its 7th call: the untimed first pass + frames 0-4 succeed, frame 5 fails
-    summary = run_demo(DemoConfig(source=str(clip), headless=True, record=str(rec)),
-                       segmenter=_oracle_segmenter(fail_after=6))
+    summary = run_demo(
+        DemoConfig(source=str(clip), headless=True, record=str(rec)),
+        segmenter=_oracle_segmenter(fail_after=6),
+    )
     assert summary.status == "error" and EXIT_CODES["error"] == 1 and "device lost" in summary.message
     assert summary.frames == 5
     assert _decode_count(rec) == 5
@@ -340,8 +406,11 @@ def test_ctrl_c_stops_after_the_current_frame_with_outputs_finalised(clip, tmp_p
             signal.raise_signal(signal.SIGINT)  # as if the user pressed Ctrl-C while frame 6 was in flight
 
     before = signal.getsignal(signal.SIGINT)
-    summary = run_demo(DemoConfig(source=str(clip), headless=True, record=str(rec), log=str(log)),
-                       segmenter=_oracle_segmenter(), on_frame=ctrl_c_at_frame_6)
+    summary = run_demo(
+        DemoConfig(source=str(clip), headless=True, record=str(rec), log=str(log)),
+        segmenter=_oracle_segmenter(),
+        on_frame=ctrl_c_at_frame_6,
+    )
     assert summary.status == "interrupted" and EXIT_CODES["interrupted"] == 0
     # frame 6 completes; nothing after it starts; the three counts agree
     assert summary.frames == 7 and _decode_count(rec) == 7 and len(log.read_text().splitlines()) == 7
@@ -355,17 +424,23 @@ def test_second_ctrl_c_stops_at_once(clip, tmp_path):
             signal.raise_signal(signal.SIGINT)
 
     rec = tmp_path / "j.avi"
-    summary = run_demo(DemoConfig(source=str(clip), headless=True, record=str(rec)),
-                       segmenter=_oracle_segmenter(), on_frame=two_signals)
+    summary = run_demo(
+        DemoConfig(source=str(clip), headless=True, record=str(rec)),
+        segmenter=_oracle_segmenter(),
+        on_frame=two_signals,
+    )
     assert summary.status == "interrupted" and summary.frames == 4 and _decode_count(rec) == 4
 
 
-@pytest.mark.parametrize("source, message", [
-    ("7", "cannot open camera 7"),
-    ("/dev/video77", "no camera at /dev/video77"),
-    ("missing.mp4", "no such file"),
-    ("BAD", "cannot read video"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("7", "cannot open camera 7"),
+        ("/dev/video77", "no camera at /dev/video77"),
+        ("missing.mp4", "no such file"),
+        ("BAD", "cannot read video"),
+    ],
+)
 def test_bad_sources_exit_2_in_one_line(source, message, onnx_artifact, tmp_path):
     if source == "BAD":
         bad = tmp_path / "bad.mp4"
@@ -379,7 +454,9 @@ def test_bad_sources_exit_2_in_one_line(source, message, onnx_artifact, tmp_path
 
 
 def test_artifact_model_mismatches_exit_2(onnx_artifact, tmp_path):
-    res = _cli("--artifact", str(onnx_artifact), "--model", "ultralightunet-s", "--headless", "--max-frames", "2")
+    res = _cli(
+        "--artifact", str(onnx_artifact), "--model", "ultralightunet-s", "--headless", "--max-frames", "2"
+    )
     assert res.returncode == 2 and "converted from 'ultralightunet-t', not 'ultralightunet-s'" in res.stderr
     # a manifest that claims 96x96 for a 64x64 model: caught by the warm-up, before any frame
     lying = tmp_path / "lying.onnx"
@@ -396,8 +473,10 @@ def test_artifact_model_mismatches_exit_2(onnx_artifact, tmp_path):
         open_segmenter()
 
 
-@pytest.mark.skipif(bool(os.environ.get("DISPLAY")) and not re.search(r"GUI:\s+NONE", cv2.getBuildInformation()),
-                    reason="this OpenCV can open a window here")
+@pytest.mark.skipif(
+    bool(os.environ.get("DISPLAY")) and not re.search(r"GUI:\s+NONE", cv2.getBuildInformation()),
+    reason="this OpenCV can open a window here",
+)
 def test_window_without_gui_says_use_headless(onnx_artifact):
     res = _cli("--artifact", str(onnx_artifact), "--max-frames", "2")
     assert res.returncode == 2 and "--headless" in res.stderr and "Traceback" not in res.stderr
@@ -447,15 +526,19 @@ def test_latest_frame_grabber_serves_newest_and_counts_drops():
 
 
 def test_realtime_synthetic_drops_stale_frames_never_queues(tmp_path):
-    """A 1 kHz 'camera' and a slow model: the demo processes far fewer frames than arrive, lag stays bounded."""
+    """A 1 kHz 'camera' and a slow model: the demo processes far fewer frames than arrive, never a backlog."""
+
     class SlowOracle(OracleRuntime):
         def _infer_impl(self, x):
             time.sleep(0.02)
             return super()._infer_impl(x)
 
     log = tmp_path / "rt.jsonl"
-    summary = run_demo(DemoConfig(headless=True, log=str(log)), segmenter=Segmenter(SlowOracle().load()),
-                       source=CountingSource(200, 0.001))
+    summary = run_demo(
+        DemoConfig(headless=True, log=str(log)),
+        segmenter=Segmenter(SlowOracle().load()),
+        source=CountingSource(200, 0.001),
+    )
     records = [json.loads(x) for x in log.read_text().splitlines()]
     assert summary.captured == 200 and summary.frames + summary.dropped == 200 and summary.dropped > 50
     assert len(records) == summary.frames
@@ -513,8 +596,11 @@ def test_window_keys_pause_threshold_snapshot_quit(clip, tmp_path):
     # frame 3: 's' (snapshot), frame 4: 'q' (quit).
     disp = ScriptedDisplay(".+ .. s" + "q")
     log = tmp_path / "k.jsonl"
-    summary = run_demo(DemoConfig(source=str(clip), log=str(log), snapshot_dir=str(tmp_path / "snaps")),
-                       segmenter=_oracle_segmenter(), display=disp)
+    summary = run_demo(
+        DemoConfig(source=str(clip), log=str(log), snapshot_dir=str(tmp_path / "snaps")),
+        segmenter=_oracle_segmenter(),
+        display=disp,
+    )
     records = [json.loads(x) for x in log.read_text().splitlines()]
     assert summary.status == "quit" and EXIT_CODES["quit"] == 0 and disp.closed
     assert [r["threshold"] for r in records] == [0.5, 0.5, 0.55, 0.55, 0.55]
@@ -534,7 +620,9 @@ def test_mjpeg_server_streams_the_published_frame():
         assert '<img src="/stream.mjpg"' in page and "test" in page
         jpg = urllib.request.urlopen(srv.url + "frame.jpg", timeout=5).read()
         img = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        assert img.shape == frame.shape and np.abs(img.astype(int) - frame).mean() < 6  # JPEG-close, RGB order
+        assert (
+            img.shape == frame.shape and np.abs(img.astype(int) - frame).mean() < 6
+        )  # JPEG-close, RGB order
         assert json.loads(urllib.request.urlopen(srv.url + "stats.json", timeout=5).read())["polyps"] == 1
         resp = urllib.request.urlopen(srv.url + "stream.mjpg", timeout=5)
         assert resp.headers["Content-Type"].startswith("multipart/x-mixed-replace")
@@ -546,7 +634,9 @@ def test_mjpeg_server_streams_the_published_frame():
 
 def test_demo_runs_without_torch_on_an_onnx_artifact(clip, onnx_artifact, tmp_path):
     log = tmp_path / "nt.jsonl"
-    code = _BLOCK_TORCH + f"""
+    code = (
+        _BLOCK_TORCH
+        + f"""
 import runpy
 sys.argv = ["apps.endoscopy", "--artifact", {str(onnx_artifact)!r}, "--source", {str(clip)!r},
             "--headless", "--log", {str(log)!r}, "--max-frames", "5"]
@@ -557,6 +647,7 @@ except SystemExit as e:
 assert "torch" not in sys.modules
 print("ok")
 """
+    )
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr
     assert len(log.read_text().splitlines()) == 5

@@ -108,7 +108,6 @@ class Source:
         pass
 
 
-
 class _CaptureSource(Source):
     """Common code of the OpenCV ``VideoCapture`` sources."""
 
@@ -178,14 +177,18 @@ class CameraSource(_CaptureSource):
     def _open(self) -> None:
         cv2 = _cv.cv2()
         if isinstance(self.device, str) and not Path(self.device).exists():
-            raise SourceError(f"no camera at {self.device} (the device does not exist); check the cable and "
-                              "`ls /dev/video*`, or use --source FILE.mp4 / --source synthetic")
+            raise SourceError(
+                f"no camera at {self.device} (the device does not exist); check the cable and "
+                "`ls /dev/video*`, or use --source FILE.mp4 / --source synthetic"
+            )
         with _quiet_opencv(cv2):  # OpenCV's own WARN lines would bury the one-line message below
             self._cap = cv2.VideoCapture(self.device)
         if not self._cap.isOpened():
             self._close()
-            raise SourceError(f"cannot open camera {self.device} (not connected, busy or no permission); check "
-                              "`ls /dev/video*` and the video group, or use --source FILE.mp4 / --source synthetic")
+            raise SourceError(
+                f"cannot open camera {self.device} (not connected, busy or no permission); check "
+                "`ls /dev/video*` and the video group, or use --source FILE.mp4 / --source synthetic"
+            )
         self._probe(f"camera {self.device} opened but delivered no frame; is it in use by another program?")
 
 
@@ -207,10 +210,14 @@ class VideoFileSource(_CaptureSource):
         self._cap = cv2.VideoCapture(str(self.path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])
         if not self._cap.isOpened():
             self._close()
-            raise SourceError(f"cannot read video {self.path}: OpenCV/FFmpeg does not recognise it (corrupt or "
-                              "unsupported codec); re-encode it, e.g. `ffmpeg -i IN -c:v mjpeg OUT.avi`")
-        self._probe(f"cannot decode video {self.path}: it opens but holds no readable frame (corrupt, empty "
-                    "or unsupported codec); re-encode it, e.g. `ffmpeg -i IN -c:v mjpeg OUT.avi`")
+            raise SourceError(
+                f"cannot read video {self.path}: OpenCV/FFmpeg does not recognise it (corrupt or "
+                "unsupported codec); re-encode it, e.g. `ffmpeg -i IN -c:v mjpeg OUT.avi`"
+            )
+        self._probe(
+            f"cannot decode video {self.path}: it opens but holds no readable frame (corrupt, empty "
+            "or unsupported codec); re-encode it, e.g. `ffmpeg -i IN -c:v mjpeg OUT.avi`"
+        )
 
     @property
     def frame_count(self) -> int | None:
@@ -237,8 +244,15 @@ class SyntheticSource(Source):
         fps: the nominal frame rate.
     """
 
-    def __init__(self, size: int | tuple[int, int] = 256, seed: int = 0, distinct: int = 60,
-                 max_frames: int | None = None, realtime: bool = False, fps: float = 30.0):
+    def __init__(
+        self,
+        size: int | tuple[int, int] = 256,
+        seed: int = 0,
+        distinct: int = 60,
+        max_frames: int | None = None,
+        realtime: bool = False,
+        fps: float = 30.0,
+    ):
         super().__init__()
         if distinct < 1:
             raise ValueError(f"distinct must be >= 1, got {distinct}")
@@ -275,8 +289,9 @@ class SyntheticSource(Source):
         return frame.copy()
 
 
-def open_source(spec: str | int, *, realtime: bool = False, size: int = 256, seed: int = 0,
-                max_frames: int | None = None) -> Source:
+def open_source(
+    spec: str | int, *, realtime: bool = False, size: int = 256, seed: int = 0, max_frames: int | None = None
+) -> Source:
     """A :class:`Source` from a ``--source`` value.
 
     Args:
@@ -298,13 +313,17 @@ def open_source(spec: str | int, *, realtime: bool = False, size: int = 256, see
         return CameraSource(s)
     path = Path(s)
     if not path.exists():
-        raise FileNotFoundError(f"--source {s!r}: no such file; give a camera index (0), a device path "
-                                "(/dev/video0), a video file or 'synthetic'")
+        raise FileNotFoundError(
+            f"--source {s!r}: no such file; give a camera index (0), a device path "
+            "(/dev/video0), a video file or 'synthetic'"
+        )
     return VideoFileSource(path, realtime=realtime)
 
 
 def _lost_message(source: Source, after_s: float, frames: int) -> str:
-    return f"{source.name} stopped delivering frames: none for {after_s:g} s after {frames} frames (unplugged?)"
+    return (
+        f"{source.name} stopped delivering frames: none for {after_s:g} s after {frames} frames (unplugged?)"
+    )
 
 
 class LatestFrameGrabber:

@@ -56,24 +56,34 @@ class Segmenter:
         m = self.manifest
         nchw = m.input.nchw_shape()
         if len(nchw) != 4 or len(self.pre.size) != 2:
-            raise ValueError(f"{m.model}: the demo runs 2D image models; this artifact takes a "
-                             f"{len(nchw) - 2}D input {nchw}")
+            raise ValueError(
+                f"{m.model}: the demo runs 2D image models; this artifact takes a "
+                f"{len(nchw) - 2}D input {nchw}"
+            )
         if self.pre.resize not in RESIZE_MODES:
-            raise ValueError(f"unknown resize mode {self.pre.resize!r} in the manifest ({', '.join(RESIZE_MODES)})")
+            raise ValueError(
+                f"unknown resize mode {self.pre.resize!r} in the manifest ({', '.join(RESIZE_MODES)})"
+            )
         channels = nchw[1]
         want = 1 if self.pre.color == "gray" else 3
         if channels not in (-1, None) and channels != want:
-            raise ValueError(f"{self.runtime.artifact}: the manifest says color={self.pre.color!r} but the "
-                             f"model takes {channels} channels; the artifact and its manifest do not match")
+            raise ValueError(
+                f"{self.runtime.artifact}: the manifest says color={self.pre.color!r} but the "
+                f"model takes {channels} channels; the artifact and its manifest do not match"
+            )
         for dim, want_dim, name in zip(nchw[2:], self.pre.size, ("height", "width")):
             if dim not in (-1, None) and dim != want_dim:
-                raise ValueError(f"{self.runtime.artifact}: model input {name} {dim} differs from the "
-                                 f"manifest's preprocessing size {self.pre.size}; re-export the artifact")
+                raise ValueError(
+                    f"{self.runtime.artifact}: model input {name} {dim} differs from the "
+                    f"manifest's preprocessing size {self.pre.size}; re-export the artifact"
+                )
         if self.post.activation not in ("sigmoid", "softmax"):
-            raise ValueError(f"unknown activation {self.post.activation!r} in the manifest (sigmoid, softmax)")
+            raise ValueError(
+                f"unknown activation {self.post.activation!r} in the manifest (sigmoid, softmax)"
+            )
 
     def warm_up(self, runs: int = 2) -> float:
-        """Run the model on a blank frame; returns the last run's ms. Fails early on a model/manifest mismatch.
+        """Run the model on a blank input (returns the last run's ms); fails on a model-manifest mismatch.
 
         Raises:
             ValueError: the artifact does not produce a mask of the expected shape.
@@ -88,16 +98,22 @@ class Segmenter:
             except ValueError:
                 raise
             except Exception as exc:  # a backend error here means the file and its manifest disagree
-                raise ValueError(f"{self.runtime.artifact}: the model fails on the manifest's input "
-                                 f"{list(x.shape)} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                                 "the artifact and its manifest do not match, re-export it") from None
+                raise ValueError(
+                    f"{self.runtime.artifact}: the model fails on the manifest's input "
+                    f"{list(x.shape)} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                    "the artifact and its manifest do not match, re-export it"
+                ) from None
             ms = (time.perf_counter() - t0) * 1e3
         if y.ndim != 4 or y.shape[0] != 1 or y.shape[2:] != (h, w):
-            raise ValueError(f"{self.runtime.artifact}: expected logits of shape [1, C, {h}, {w}], got "
-                             f"{list(y.shape)}; this is not a segmentation model of the manifest's size")
+            raise ValueError(
+                f"{self.runtime.artifact}: expected logits of shape [1, C, {h}, {w}], got "
+                f"{list(y.shape)}; this is not a segmentation model of the manifest's size"
+            )
         if self.post.activation == "sigmoid" and y.shape[1] != 1:
-            raise ValueError(f"{self.runtime.artifact}: sigmoid output with {y.shape[1]} channels; the demo "
-                             "shows one polyp class (sigmoid, 1 channel) or softmax with background first")
+            raise ValueError(
+                f"{self.runtime.artifact}: sigmoid output with {y.shape[1]} channels; the demo "
+                "shows one polyp class (sigmoid, 1 channel) or softmax with background first"
+            )
         return ms
 
     # ---- per frame ----
@@ -116,9 +132,15 @@ class Segmenter:
     def describe(self) -> dict[str, Any]:
         """Model, runtime, device and precision for the HUD and the summary."""
         m = self.manifest
-        return {"model": m.model, "runtime": self.runtime.name, "device": self.runtime.device,
-                "precision": m.precision, "target": m.target, "artifact": str(self.runtime.artifact),
-                "input_size": list(self.size)}
+        return {
+            "model": m.model,
+            "runtime": self.runtime.name,
+            "device": self.runtime.device,
+            "precision": m.precision,
+            "target": m.target,
+            "artifact": str(self.runtime.artifact),
+            "input_size": list(self.size),
+        }
 
 
 def _check_threshold(t: float) -> None:
@@ -126,9 +148,15 @@ def _check_threshold(t: float) -> None:
         raise ValueError(f"--threshold must be between 0 and 1 (exclusive), got {t}")
 
 
-def open_segmenter(artifact: str | None = None, model: str | None = None, runtime: str | None = None,
-                   device: str = "cpu", threads: int | None = None, threshold: float | None = None,
-                   warm_up: int = 2) -> Segmenter:
+def open_segmenter(
+    artifact: str | None = None,
+    model: str | None = None,
+    runtime: str | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    threshold: float | None = None,
+    warm_up: int = 2,
+) -> Segmenter:
     """Load an artifact (or a model name through the torch runtime) and check it fits the demo.
 
     Args:
@@ -148,18 +176,24 @@ def open_segmenter(artifact: str | None = None, model: str | None = None, runtim
     if threshold is not None:
         _check_threshold(threshold)
     if artifact is None and model is None:
-        raise ValueError("give --artifact PATH (a converted model, see `edgeseg convert`) or --model NAME "
-                         "(runs through the torch runtime; `edgeseg models` lists names)")
+        raise ValueError(
+            "give --artifact PATH (a converted model, see `edgeseg convert`) or --model NAME "
+            "(runs through the torch runtime; `edgeseg models` lists names)"
+        )
     if artifact is not None:
         rt = runtimes.load(artifact, runtime=runtime, device=device, threads=threads)
         if model is not None and rt.manifest is not None and rt.manifest.model != model:
             rt.close()
-            raise ValueError(f"{artifact} was converted from {rt.manifest.model!r}, not {model!r}; drop --model "
-                             f"or pass --model {rt.manifest.model}")
+            raise ValueError(
+                f"{artifact} was converted from {rt.manifest.model!r}, not {model!r}; drop --model "
+                f"or pass --model {rt.manifest.model}"
+            )
     else:
         if runtime not in (None, "torch"):
-            raise ValueError(f"--model runs through the torch runtime, not {runtime!r}; to use {runtime} "
-                             f"convert first (`edgeseg convert {model} ...`) and pass --artifact")
+            raise ValueError(
+                f"--model runs through the torch runtime, not {runtime!r}; to use {runtime} "
+                f"convert first (`edgeseg convert {model} ...`) and pass --artifact"
+            )
         rt = runtimes.load(model, runtime="torch", device=device, threads=threads)
     try:
         seg = Segmenter(rt, threshold=threshold)

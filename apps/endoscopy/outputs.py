@@ -23,7 +23,6 @@ from edgeseg._io import atomic_path
 CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "MJPG", ".mov": "mp4v"}
 
 
-
 class _AtomicFile:
     """:func:`edgeseg._io.atomic_path` held open across a run: a temp path beside ``dest`` that becomes
     ``dest`` on :meth:`commit` or disappears on :meth:`discard`."""
@@ -59,8 +58,10 @@ class VideoRecorder:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in CODECS:
-            raise ValueError(f"--record {self.path}: unsupported container {suffix or '(none)'}; use one of "
-                             f"{', '.join(CODECS)}")
+            raise ValueError(
+                f"--record {self.path}: unsupported container {suffix or '(none)'}; use one of "
+                f"{', '.join(CODECS)}"
+            )
         if not fps or fps <= 0:
             raise ValueError(f"recording fps must be positive, got {fps}")
         self.fps = float(fps)
@@ -75,13 +76,16 @@ class VideoRecorder:
         h, w = frame.shape[:2]
         if self._writer is None:
             self._file = _AtomicFile(self.path)
-            self._writer = cv2.VideoWriter(str(self._file.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps,
-                                           (w, h))
+            self._writer = cv2.VideoWriter(
+                str(self._file.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h)
+            )
             if not self._writer.isOpened():
                 self._writer = None
                 self._file.discard()
-                raise ValueError(f"cannot write {self.path} with codec {self.fourcc} (this OpenCV/FFmpeg build "
-                                 "lacks it); record to .avi (MJPG) instead")
+                raise ValueError(
+                    f"cannot write {self.path} with codec {self.fourcc} (this OpenCV/FFmpeg build "
+                    "lacks it); record to .avi (MJPG) instead"
+                )
             self._size = (w, h)
         if (w, h) != self._size:
             frame = cv2.resize(frame, self._size)
@@ -185,8 +189,10 @@ class Summary:
         ]
         if self.latency_ms:
             lat = self.latency_ms
-            lines.append(f"  inference  mean {lat['mean']:.2f} ms  p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  "
-                         f"max {lat['max']:.2f}")
+            lines.append(
+                f"  inference  mean {lat['mean']:.2f} ms  p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  "
+                f"max {lat['max']:.2f}"
+            )
         if self.stages_ms:
             parts = "  ".join(f"{k} {v:.2f}" for k, v in self.stages_ms.items())
             lines.append(f"  per frame  {parts} ms (mean)")
@@ -208,8 +214,12 @@ class Stats:
         if not self.rows:
             return {}
         a = np.asarray([r["infer"] for r in self.rows], np.float64)
-        return {"mean": float(a.mean()), "p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-                "max": float(a.max())}
+        return {
+            "mean": float(a.mean()),
+            "p50": float(np.percentile(a, 50)),
+            "p90": float(np.percentile(a, 90)),
+            "max": float(a.max()),
+        }
 
     def stages(self) -> dict[str, float]:
         if not self.rows:

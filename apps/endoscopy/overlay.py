@@ -19,7 +19,6 @@ BOX_COLOR = (255, 220, 0)  # RGB
 TEXT_COLOR = (255, 255, 255)
 
 
-
 @dataclass(frozen=True)
 class Region:
     """One connected polyp region of a mask.
@@ -38,7 +37,11 @@ class Region:
     area_pct: float
 
     def to_dict(self) -> dict[str, float | int]:
-        return {"box": [self.x, self.y, self.w, self.h], "area": self.area, "area_pct": round(self.area_pct, 3)}
+        return {
+            "box": [self.x, self.y, self.w, self.h],
+            "area": self.area,
+            "area_pct": round(self.area_pct, 3),
+        }
 
 
 @dataclass
@@ -94,7 +97,9 @@ def _font_scale(width: int) -> float:
     return max(0.35, min(0.8, width / 800))
 
 
-def draw_regions(frame: np.ndarray, regions: Sequence[Region], color: tuple[int, int, int] = BOX_COLOR) -> None:
+def draw_regions(
+    frame: np.ndarray, regions: Sequence[Region], color: tuple[int, int, int] = BOX_COLOR
+) -> None:
     """A box around each region, labelled with its share of the frame."""
     cv2 = _cv.cv2()
     scale = _font_scale(frame.shape[1])
@@ -152,16 +157,29 @@ def draw_hud(frame: np.ndarray, info: HudInfo) -> None:
     cv2 = _cv.cv2()
     scale = _font_scale(frame.shape[1])
     x, y, w, h = hud_box(frame.shape, info)
-    band = frame[y:y + h, x:x + w]
+    band = frame[y : y + h, x : x + w]
     band[:] = (band.astype(np.uint16) * 2 // 5).astype(np.uint8)  # 40% brightness behind the text
     line_h = (h - 6) // len(info.lines())
     for i, line in enumerate(info.lines()):
-        cv2.putText(frame, line, (x + 3, y + 3 + (i + 1) * line_h - 3), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    TEXT_COLOR, 1, cv2.LINE_AA)
+        cv2.putText(
+            frame,
+            line,
+            (x + 3, y + 3 + (i + 1) * line_h - 3),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            TEXT_COLOR,
+            1,
+            cv2.LINE_AA,
+        )
 
 
-def render(frame: np.ndarray, mask: np.ndarray, info: MaskInfo | None = None, hud: HudInfo | None = None,
-           alpha: float = 0.45) -> np.ndarray:
+def render(
+    frame: np.ndarray,
+    mask: np.ndarray,
+    info: MaskInfo | None = None,
+    hud: HudInfo | None = None,
+    alpha: float = 0.45,
+) -> np.ndarray:
     """The full overlay on a new image: tinted mask, outline, boxes with area %, HUD.
 
     Args:

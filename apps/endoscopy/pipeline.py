@@ -102,8 +102,10 @@ class DemoConfig:
         if self.size < 32:
             raise ValueError(f"--size must be >= 32, got {self.size}")
         if self.record is not None and Path(self.record).suffix.lower() not in CODECS:
-            raise ValueError(f"--record {self.record}: unsupported container {Path(self.record).suffix or '(none)'}; "
-                             f"use one of {', '.join(CODECS)}")
+            raise ValueError(
+                f"--record {self.record}: unsupported container {Path(self.record).suffix or '(none)'}; "
+                f"use one of {', '.join(CODECS)}"
+            )
         if self.serve is not None and not 0 <= self.serve <= 65535:
             raise ValueError(f"--serve port must be 0-65535, got {self.serve}")
         if self.camera_timeout <= 0:
@@ -155,14 +157,20 @@ class Display:
     def __init__(self) -> None:
         cv2 = _cv.cv2()
         self.cv2 = cv2
-        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise ValueError("no display here (DISPLAY is not set, e.g. over ssh): run with --headless "
-                             "(--record OUT.mp4 / --log OUT.jsonl) or watch with --serve PORT")
+        if sys.platform.startswith("linux") and not (
+            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        ):
+            raise ValueError(
+                "no display here (DISPLAY is not set, e.g. over ssh): run with --headless "
+                "(--record OUT.mp4 / --log OUT.jsonl) or watch with --serve PORT"
+            )
         try:
             cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
         except cv2.error:
-            raise ValueError("this OpenCV has no GUI support (opencv-python-headless): run with --headless "
-                             "(--record / --log) or watch in a browser with --headless --serve PORT") from None
+            raise ValueError(
+                "this OpenCV has no GUI support (opencv-python-headless): run with --headless "
+                "(--record / --log) or watch in a browser with --headless --serve PORT"
+            ) from None
 
     def show(self, frame: np.ndarray) -> int:
         """Show an RGB frame; returns the key pressed (-1: none)."""
@@ -199,8 +207,13 @@ def _log_line(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_demo(config: DemoConfig, segmenter: Segmenter | None = None, source: Source | None = None,
-             display: Any = None, on_frame: Any = None) -> Summary:
+def run_demo(
+    config: DemoConfig,
+    segmenter: Segmenter | None = None,
+    source: Source | None = None,
+    display: Any = None,
+    on_frame: Any = None,
+) -> Summary:
     """Run the demo until the source ends, ``max_frames``, q, Ctrl-C, or the camera vanishes.
 
     Args:
@@ -223,8 +236,13 @@ def run_demo(config: DemoConfig, segmenter: Segmenter | None = None, source: Sou
     if source is None:
         endless_ok = not config.headless or config.serve is not None
         synth_frames = max_frames if max_frames is not None or endless_ok else DEFAULT_SYNTHETIC_FRAMES
-        source = open_source(config.source, realtime=config.realtime, size=config.size, seed=config.seed,
-                             max_frames=synth_frames)
+        source = open_source(
+            config.source,
+            realtime=config.realtime,
+            size=config.size,
+            seed=config.seed,
+            max_frames=synth_frames,
+        )
     if isinstance(source, SyntheticSource) and source.max_frames is not None and max_frames is None:
         max_frames = source.max_frames
     if display is None and not config.headless:
@@ -233,8 +251,14 @@ def run_demo(config: DemoConfig, segmenter: Segmenter | None = None, source: Sou
     handed_over = False
     try:
         if segmenter is None:
-            segmenter = open_segmenter(config.artifact, config.model, runtime=config.runtime,
-                                       device=config.device, threads=config.threads, threshold=config.threshold)
+            segmenter = open_segmenter(
+                config.artifact,
+                config.model,
+                runtime=config.runtime,
+                device=config.device,
+                threads=config.threads,
+                threshold=config.threshold,
+            )
         source.open()  # fails here (no camera, unreadable file) before anything is written
         handed_over = True  # from here the loop's reader closes the source (and leaves a hung camera alone)
         return _loop(config, segmenter, source, display, max_frames, on_frame)
@@ -247,11 +271,16 @@ def run_demo(config: DemoConfig, segmenter: Segmenter | None = None, source: Sou
             segmenter.runtime.close()
 
 
-def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_frames: int | None,
-          on_frame: Any) -> Summary:
+def _loop(
+    config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_frames: int | None, on_frame: Any
+) -> Summary:
     desc = seg.describe()
-    info = {**desc, "source": source.name, "mode": "live (newest frame)" if source.live else "every frame",
-            "threads": seg.runtime.threads}
+    info = {
+        **desc,
+        "source": source.name,
+        "mode": "live (newest frame)" if source.live else "every frame",
+        "threads": seg.runtime.threads,
+    }
     reader = reader_for(source, lost_after_s=config.camera_timeout)
     server = None
     try:
@@ -267,8 +296,13 @@ def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_
         reader.stop()
         raise
     state = LoopState(threshold=seg.threshold)
-    hud = HudInfo(model=desc["model"], runtime=desc["runtime"], device=desc["device"],
-                  precision=desc["precision"], threshold=state.threshold)
+    hud = HudInfo(
+        model=desc["model"],
+        runtime=desc["runtime"],
+        device=desc["device"],
+        precision=desc["precision"],
+        threshold=state.threshold,
+    )
     stats = Stats()
     recent: deque[float] = deque(maxlen=30)
     status, message = "completed", ""
@@ -294,7 +328,9 @@ def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_
                 frame = reader.get()
                 if frame is None:
                     break
-                if frames == 0:  # untimed pass: OpenCV's and the runtime's first-call set-up stay out of the figures
+                if (
+                    frames == 0
+                ):  # untimed pass: OpenCV's and the runtime's first-call set-up stay out of the figures
                     tw = time.perf_counter()
                     first = seg(frame.image, threshold=state.threshold)
                     render(frame.image, first.mask, None, hud, alpha=config.alpha)
@@ -310,13 +346,18 @@ def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_
                 annotated = render(frame.image, res.mask, mi, hud, alpha=config.alpha)
                 t2 = time.perf_counter()
                 record = {
-                    "frame": frames, "source_frame": frame.index,
+                    "frame": frames,
+                    "source_frame": frame.index,
                     "timestamp": round(wall0 + (frame.t_capture - t_start), 6),
                     "t": round(frame.t_capture - t_start, 6),
-                    "infer_ms": round(res.infer_ms, 3), "pre_ms": round(res.pre_ms, 3),
-                    "post_ms": round(res.post_ms, 3), "mask_pixels": mi.pixels,
-                    "mask_area_pct": round(area_pct, 3), "polyps": len(regions),
-                    "regions": [r.to_dict() for r in regions], "threshold": state.threshold,
+                    "infer_ms": round(res.infer_ms, 3),
+                    "pre_ms": round(res.pre_ms, 3),
+                    "post_ms": round(res.post_ms, 3),
+                    "mask_pixels": mi.pixels,
+                    "mask_area_pct": round(area_pct, 3),
+                    "polyps": len(regions),
+                    "regions": [r.to_dict() for r in regions],
+                    "threshold": state.threshold,
                     "dropped_total": reader.dropped,
                 }
                 if recorder is not None:
@@ -325,16 +366,30 @@ def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_
                     log.write(record)
                 frames += 1
                 if server is not None:
-                    server.publish(annotated, {"frame": frames, "fps": fps, "infer_ms": res.infer_ms,
-                                               "polyps": len(regions), "area_pct": area_pct})
+                    server.publish(
+                        annotated,
+                        {
+                            "frame": frames,
+                            "fps": fps,
+                            "infer_ms": res.infer_ms,
+                            "polyps": len(regions),
+                            "area_pct": area_pct,
+                        },
+                    )
                 if on_frame is not None:
                     on_frame(FrameResult(frame.image, annotated, res.mask, record))
                 last_annotated = annotated
                 if display is not None:
                     _keys(display.show(annotated), state, annotated, config)
                 t3 = time.perf_counter()
-                stats.add(read=frame.read_ms, pre=res.pre_ms, infer=res.infer_ms, post=res.post_ms,
-                          overlay=(t2 - t1) * 1e3, output=(t3 - t2) * 1e3)
+                stats.add(
+                    read=frame.read_ms,
+                    pre=res.pre_ms,
+                    infer=res.infer_ms,
+                    post=res.post_ms,
+                    overlay=(t2 - t1) * 1e3,
+                    output=(t3 - t2) * 1e3,
+                )
                 if state.quit:
                     status = "quit"
                     break
@@ -359,14 +414,27 @@ def _loop(config: DemoConfig, seg: Segmenter, source: Source, display: Any, max_
             server.close()
         if state.snapshots:
             outputs["snapshots"] = ", ".join(state.snapshots)
-    return Summary(status=status, frames=frames, captured=reader.captured, dropped=reader.captured - frames, wall_s=wall,
-                   fps=frames / wall if wall > 0 else 0.0, latency_ms=stats.latency(), stages_ms=stats.stages(),
-                   message=message, info=info, outputs=outputs)
+    return Summary(
+        status=status,
+        frames=frames,
+        captured=reader.captured,
+        dropped=reader.captured - frames,
+        wall_s=wall,
+        fps=frames / wall if wall > 0 else 0.0,
+        latency_ms=stats.latency(),
+        stages_ms=stats.stages(),
+        message=message,
+        info=info,
+        outputs=outputs,
+    )
 
 
 def _keys(key: int, state: LoopState, annotated: np.ndarray, config: DemoConfig) -> None:
     if handle_key(key, state) == "snapshot":
-        path = Path(config.snapshot_dir) / f"edgeseg-snapshot-{time.strftime('%Y%m%d-%H%M%S')}-{len(state.snapshots)}.png"
+        path = (
+            Path(config.snapshot_dir)
+            / f"edgeseg-snapshot-{time.strftime('%Y%m%d-%H%M%S')}-{len(state.snapshots)}.png"
+        )
         write_image(path, annotated)
         state.snapshots.append(str(path))
         _log_line(f"edgeseg demo: snapshot {path}")

@@ -88,11 +88,14 @@ class MjpegServer:
         try:
             self._httpd = ThreadingHTTPServer((self.host, self.requested_port), _handler_for(server))
         except OSError as exc:
-            raise ValueError(f"--serve {self.requested_port}: cannot listen on {self.host}:{self.requested_port} "
-                             f"({exc.strerror}); choose another port") from None
+            raise ValueError(
+                f"--serve {self.requested_port}: cannot listen on {self.host}:{self.requested_port} "
+                f"({exc.strerror}); choose another port"
+            ) from None
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="edgeseg-mjpeg", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="edgeseg-mjpeg", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -201,8 +204,10 @@ def _handler_for(server: MjpegServer) -> type[BaseHTTPRequestHandler]:
                     if got is None:
                         continue
                     seq, data = got
-                    self.wfile.write(f"--{_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                                     f"Content-Length: {len(data)}\r\n\r\n".encode())
+                    self.wfile.write(
+                        f"--{_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                        f"Content-Length: {len(data)}\r\n\r\n".encode()
+                    )
                     self.wfile.write(data)
                     self.wfile.write(b"\r\n")
                     self.wfile.flush()
