@@ -94,20 +94,36 @@ def find_regions(mask: np.ndarray, min_area_pct: float = 0.05) -> list[Region]:
 
 
 def _font_scale(width: int) -> float:
-    return max(0.35, min(0.8, width / 800))
+    return max(0.35, min(0.6, width / 1100))
 
 
 def draw_regions(
-    frame: np.ndarray, regions: Sequence[Region], color: tuple[int, int, int] = BOX_COLOR
+    frame: np.ndarray,
+    regions: Sequence[Region],
+    color: tuple[int, int, int] = BOX_COLOR,
+    avoid: tuple[int, int, int, int] | None = None,
 ) -> None:
-    """A box around each region, labelled with its share of the frame."""
+    """A box around each region, labelled with its share of the frame.
+
+    The label sits above the box, or below it when above would leave the frame or cover ``avoid``
+    (x, y, w, h: the HUD).
+    """
     cv2 = _cv.cv2()
     scale = _font_scale(frame.shape[1])
+    fh = frame.shape[0]
     for r in regions:
         cv2.rectangle(frame, (r.x, r.y), (r.x + r.w - 1, r.y + r.h - 1), color, 1)
         label = f"{r.area_pct:.1f}%"
         (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        ty = r.y - 3 if r.y - th - 3 >= 0 else min(frame.shape[0] - 2, r.y + r.h + th + 2)
+        above = r.y - 3
+        blocked = above - th < 0 or (
+            avoid is not None
+            and r.x < avoid[0] + avoid[2]
+            and avoid[0] < r.x + tw
+            and above - th < avoid[1] + avoid[3]
+            and avoid[1] < above
+        )
+        ty = min(fh - 2, r.y + r.h + th + 2) if blocked else above
         cv2.putText(frame, label, (r.x, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
 
 
@@ -191,7 +207,7 @@ def render(
     """
     info = analyse_mask(mask) if info is None else info
     out = overlay(frame, mask, alpha=alpha, contour=True, thickness=1) if info.pixels else frame.copy()
-    draw_regions(out, info.regions)
+    draw_regions(out, info.regions, avoid=hud_box(out.shape, hud) if hud is not None else None)
     if hud is not None:
         draw_hud(out, hud)
     return out
