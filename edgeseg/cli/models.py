@@ -37,12 +37,22 @@ def model_summary(name: str, input_size: int | tuple[int, ...] | None = None) ->
 
 
 def main(args: argparse.Namespace) -> int:
+    import sys
+
+    from edgeseg._deps import MissingDependencyError
     from edgeseg.models import list_models
 
     names = list_models(args.pattern)
     if not names:
         raise ValueError(f"no registered model matches {args.pattern!r}; run `edgeseg models` for all")
-    rows = [model_summary(n) for n in names]
+    rows = []
+    for n in names:
+        try:
+            rows.append(model_summary(n))
+        except MissingDependencyError as exc:  # e.g. UNETR without MONAI: list the others
+            if n == names[-1] and not rows:
+                raise
+            print(f"edgeseg: {n} not listed: {exc}", file=sys.stderr)
     if args.format == "json":
         print_json(rows)
         return 0

@@ -30,6 +30,7 @@ from torch import nn
 from edgeseg.layers._nd import is_exporting
 from edgeseg.layers.gates import SKIP_ATTENTION_CHOICES
 from edgeseg.layers.gates import skip_attention as skip_attention_block
+from edgeseg.models._input import check_input
 from edgeseg.models._registry import ModelCfg, PaperFigures, register_model
 from edgeseg.models.ultralightunet import UltraLightUNet
 
@@ -86,12 +87,7 @@ class UNet(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError for an input this network cannot take, saying how to fix it."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected an (N, {self.in_channels}, H, W) batch, got shape {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        if h % 16 or w % 16:
-            raise ValueError(f"input {h}x{w} is not divisible by 16: resize or pad it to "
-                             f"{-(-h // 16) * 16}x{-(-w // 16) * 16}")
+        check_input(x, self.in_channels, 2, 16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, num_classes, H, W)."""

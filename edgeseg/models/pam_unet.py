@@ -36,6 +36,7 @@ from torch import nn
 from edgeseg.layers._nd import is_exporting
 from edgeseg.layers.inverted_residual import InvertedResidual, conv_bn_act
 from edgeseg.layers.pla import ProgressiveLuongAttention
+from edgeseg.models._input import check_input
 from edgeseg.models._registry import ModelCfg, PaperFigures, register_model
 
 
@@ -95,12 +96,7 @@ class PAMUNet(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError for an input this network cannot take, saying how to fix it."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected an (N, {self.in_channels}, H, W) batch, got shape {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        if h % 32 or w % 32:
-            raise ValueError(f"input {h}x{w} is not divisible by 32: resize or pad it to "
-                             f"{-(-h // 32) * 32}x{-(-w // 32) * 32}")
+        check_input(x, self.in_channels, 2, 32)
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits (N, num_classes, H, W) and the four PLA weight maps, coarse to fine, each (N, L_q, L_kv)."""

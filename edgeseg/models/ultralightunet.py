@@ -39,6 +39,7 @@ from edgeseg.layers.gates import SKIP_ATTENTION_CHOICES
 from edgeseg.layers.gates import skip_attention as skip_attention_block
 from edgeseg.layers.inverted_residual import InvertedResidual
 from edgeseg.layers.mkconv import MKIR
+from edgeseg.models._input import check_input
 from edgeseg.models._registry import ModelCfg, PaperFigures, register_model
 
 _CA_RATIOS = (16, 16, 16, 8, 4)
@@ -133,17 +134,7 @@ class UltraLightUNet(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError for an input this network cannot take, saying how to fix it."""
-        layout = "(N, C, H, W)" if self.dims == 2 else "(N, C, D, H, W)"
-        if x.dim() != 2 + self.dims:
-            raise ValueError(f"expected an {layout} batch, got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"expected {self.in_channels} input channels, got {x.shape[1]}")
-        spatial = tuple(x.shape[2:])
-        if any(s % 32 for s in spatial):
-            padded = "x".join(str(-(-s // 32) * 32) for s in spatial)
-            raise ValueError(
-                f"input {'x'.join(map(str, spatial))} is not divisible by 32: resize or pad it to {padded}"
-            )
+        check_input(x, self.in_channels, self.dims, 32)
 
     def _decode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if not is_exporting():

@@ -13,12 +13,12 @@ Assumptions (none is stated by the paper; each was checked against Table 10):
 - a one-channel volume is repeated to three channels before the first block, as the 2D release does with
   grayscale images. This is what the FLOP figures require: feeding the single channel straight in gives
   0.87 / 1.43 / 2.77 / 6.35 / 17.05 G at 96^3 (-40% to -5% of the paper), repeating it gives
-  1.485 / 2.065 / 3.450 / 7.116 / 17.99 G (+2.4% to -0.05%).
+  1.485 / 2.065 / 3.450 / 7.115 / 17.99 G (+2.4% to -0.07%).
 - everything else exactly as in 2D, including the release's deep-supervision heads (``aux_heads``).
 
 Residual difference (``edgeseg.profile(name, 96)`` against Table 10): params 0.0626 / 0.1661 / 0.4603 /
 1.4383 / 4.3029 M, i.e. +2.7 / +1.9 / +1.6 / +1.3 / +0.5% (paper 0.061 / 0.163 / 0.453 / 1.42 / 4.28);
-FLOPs +2.4 / +1.7 / +0.9 / +0.2 / -0.05%. The excess shrinks with width, so the paper's 3D network likely
+FLOPs +2.4 / +1.7 / +0.9 / +0.2 / -0.07%. The excess shrinks with width, so the paper's 3D network likely
 differs in a small block we cannot identify: a search over SA kernel (3/5/7), CA ratios, GAG kernel and MKDC
 kernels found closer fits only with choices the paper contradicts (e.g. MKDC kernels [3, 5] with CA ratio
 32: params within 0.6%, FLOPs within 0.9%), so the paper's stated design is kept.

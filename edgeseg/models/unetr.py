@@ -1,8 +1,10 @@
 """UNETR (Hatamizadeh et al., 2022) on MONAI, its attention-gated variants, and a small edge configuration.
 
 - ``unetr``: MONAI's ``monai.networks.nets.UNETR`` (extra ``3d``): ViT encoder (12 layers, hidden 768, 12
-  heads, 16^3 patches, MLP 3072) on 96^3 volumes, CNN decoder with skips from the outputs of transformer
-  layers 3, 6, 9 and 12, feature size 16, instance norm. Its state_dict is MONAI's (MONAI checkpoints load).
+  heads, 16^3 patches, MLP 3072) on 96^3 volumes, CNN decoder with skips from the transformer (the paper's
+  z3, z6, z9, z12; MONAI takes ``hidden_states_out[3], [6], [9]``, i.e. the outputs of layers 4, 7 and 10,
+  and the final normed output, and so does this class), feature size 16, instance norm. Its state_dict is
+  MONAI's (MONAI checkpoints load).
 - ``unetr-ag`` (v1 of "Attention-Gated UNETR", a course project): an additive attention gate on the enc2 skip,
   gated by dec2 (the decoder feature at 1/4 resolution, upsampled to the skip's 1/2): 1x1x1 convs, ReLU,
   1x1x1 conv, sigmoid, multiply.
@@ -12,7 +14,8 @@
   is what the sigmoid sees. The project used MONAI 0.8.0 and describes these steps in words only; the gate
   widths (skip channels / 2) are this implementation's.
 - ``unetr-s``: the same network with a ViT-Tiny-sized encoder (hidden 192, 3 heads, MLP 768) of 8 layers
-  (skips from layers 2, 4, 6) and feature size 8: 92.8M -> ~3M parameters, 72.6 -> ~14 GMACs at 96^3.
+  (skips ``hidden_states_out[2], [4], [6]``) and feature size 8: 92.8M -> 5.2M parameters, 72.4 -> 14.4 GMACs at 96^3
+  (one class).
 
 Beyond MONAI's forward: any input whose sides are multiples of 16 is accepted; when the patch grid differs
 from the one the position embeddings were built for (``img_size``), they are trilinearly resized, as timm
@@ -36,6 +39,7 @@ from torch import nn
 from edgeseg._deps import require
 from edgeseg.layers._nd import is_exporting
 from edgeseg.layers.gates import AttentionGate
+from edgeseg.models._input import check_input
 from edgeseg.models._registry import ModelCfg, PaperFigures, register_model
 
 GATES = ("none", "v1", "v2")
@@ -97,12 +101,7 @@ def _unetr_class() -> type:
 
         def check_input(self, x: torch.Tensor) -> None:
             """Raise ValueError for an input this network cannot take, saying how to fix it."""
-            if x.dim() != 5 or x.shape[1] != self.in_channels:
-                raise ValueError(f"expected an (N, {self.in_channels}, D, H, W) batch, got {tuple(x.shape)}")
-            if any(s % 16 for s in x.shape[2:]):
-                fix = "x".join(str(-(-s // 16) * 16) for s in x.shape[2:])
-                raise ValueError(f"input {'x'.join(map(str, x.shape[2:]))} is not divisible by 16 (the patch "
-                                 f"size): resize or pad it to {fix}")
+            check_input(x, self.in_channels, 3, 16)
 
         def _tokens(self, x: torch.Tensor) -> torch.Tensor:
             emb = self.vit.patch_embedding
