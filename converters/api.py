@@ -238,6 +238,14 @@ def convert_model(
             "an nn.Module passed to convert_model needs a .model_cfg (build it with create_model)"
         )
     size = _sizes(img_size, mcfg)
+    asked = [target] if isinstance(target, str) else list(target)
+    if "all" in asked:  # "all" means every target that can take this model
+        skip = [t for t in targets if len(size) not in get_target(t).spatial_dims]
+        for t in skip:
+            warnings.warn(
+                f"skipping {t}: it cannot convert {len(size)}D models ({get_target(t).notes})", stacklevel=2
+            )
+        targets = [t for t in targets if t not in skip]
     in_ch = int(kwargs.get("in_channels", getattr(model, "in_channels", mcfg.in_channels)))
     base = dict(
         input_size=size,

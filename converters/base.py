@@ -48,6 +48,7 @@ class TargetSpec:
         modules: packages the converter imports.
         runtime: ``runtimes`` backend that verifies the artifact.
         impl: "module:Class" of the converter.
+        notes: known limits, quoted in errors.
     """
 
     name: str
@@ -66,6 +67,7 @@ class TargetSpec:
     modules: tuple[str, ...]
     runtime: str
     impl: str
+    notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k != "impl"}
@@ -119,12 +121,16 @@ TARGETS: dict[str, TargetSpec] = {
         quantizers=("pt2e", "aeq"),
         default_quantizer={"static": "pt2e", "dynamic": "aeq"},
         dynamic_batch=False,
-        spatial_dims=(2, 3),
+        spatial_dims=(2,),
         accuracy_control=False,
         extra="tflite",
         modules=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"),
         runtime="litert",
         impl="converters.tflite_converter:TFLiteConverter",
+        notes=(
+            "3D: litert-torch 0.10 rejects grouped Conv3D (UltraLightUNet3D: needs TF Select ops) and writes "
+            "STABLEHLO_CONVOLUTION for UNETR, which ai-edge-litert 2.3 cannot run"
+        ),
     ),
 }
 
@@ -210,8 +216,9 @@ class ConvertConfig:
         if dims not in (2, 3) or any(int(s) <= 0 for s in self.input_size):
             raise ValueError(f"input_size must be 2 or 3 positive sizes, got {list(self.input_size)}")
         if dims not in spec.spatial_dims:
+            why = f" ({spec.notes})" if spec.notes else ""
             raise ValueError(
-                f"target {self.target!r} cannot convert {dims}D models; use one of "
+                f"target {self.target!r} cannot convert {dims}D models{why}; use one of "
                 f"{', '.join(n for n, s in TARGETS.items() if dims in s.spatial_dims)}"
             )
         object.__setattr__(self, "input_size", tuple(int(s) for s in self.input_size))

@@ -149,8 +149,10 @@ def verify_artifact(
             info = rt.info()
     except (RuntimeError, ValueError) as exc:  # e.g. a delegate that cannot prepare the graph
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"the converted {precision} artifact does not run in its runtime ({first}); "
-                         "it was not kept (convert with --no-verify to keep it anyway)") from None
+        raise ValueError(
+            f"the converted {precision} artifact does not run in its runtime ({first}); "
+            "it was not kept (convert with --no-verify to keep it anyway)"
+        ) from None
     ref_rt = TorchRuntime.from_module(model, manifest, threads=threads)
     try:
         reference = ref_rt.infer(np.ascontiguousarray(images, dtype=np.float32))

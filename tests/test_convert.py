@@ -199,7 +199,7 @@ def test_tflite_aeq_static_int8_is_refused_by_xnnpack(checkpoint, tmp_path):
         ("fp16", {}, 5e-3, 0.98),
         ("int8", {"int8_scheme": "dynamic"}, None, 0.95),
         ("int8", {"quantizer": "pt2e"}, None, 0.9),
-            ("fp32", {"layout": "nchw"}, 1e-4, 0.999),
+        ("fp32", {"layout": "nchw"}, 1e-4, 0.999),
     ],
 )
 def test_tflite_matrix_slow(checkpoint, reference, tmp_path, precision, kw, max_abs, agreement):
@@ -361,8 +361,18 @@ def test_openvino_accuracy_controlled_int8_on_kvasir(kvasir_root, checkpoint, re
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        [res] = convert_model("ultralightunet-t", "openvino", "int8", weights=checkpoint, img_size=SIZE,
-                              calib=kvasir_root, calib_size=32, verify_size=16, max_dice_drop=0.01, out_dir=tmp_path)
+        [res] = convert_model(
+            "ultralightunet-t",
+            "openvino",
+            "int8",
+            weights=checkpoint,
+            img_size=SIZE,
+            calib=kvasir_root,
+            calib_size=32,
+            verify_size=16,
+            max_dice_drop=0.01,
+            out_dir=tmp_path,
+        )
     q, par = res.manifest.quantization, res.manifest.parity
     assert q["accuracy_control"]["max_drop"] == 0.01 and q["calibration"]["split"] == "train"
     assert par["inputs"]["split"] == "val" and par["inputs"]["count"] == 16
@@ -373,24 +383,47 @@ def test_openvino_accuracy_controlled_int8_on_kvasir(kvasir_root, checkpoint, re
 def _zoo_cases():
     from edgeseg.models import list_models
 
-    cases = []
-    for name in list_models():
-        for target in ("onnx", "openvino", "tflite"):
-            cases.append(pytest.param(name, target, marks=pytest.mark.slow, id=f"{name}-{target}"))
-    return cases
+    # litert-torch 0.10 lowers PAM-UNet's attention product Q K^T to a FULLY_CONNECTED with mismatched
+    # dims (LiteRT: "16 != 96 ... failed to prepare"); a broadcast-multiply-and-sum product converts exactly
+    pam = pytest.mark.xfail(strict=True, raises=ValueError, reason="litert-torch matmul lowering, see notes")
+    return [
+        pytest.param(
+            name,
+            target,
+            id=f"{name}-{target}",
+            marks=[pytest.mark.slow, *([pam] if (name, target) == ("pam-unet", "tflite") else [])],
+        )
+        for name in list_models()
+        for target in ("onnx", "openvino", "tflite")
+    ]
 
 
 @pytest.mark.parametrize("name,target", _zoo_cases())
 def test_every_registered_model_converts(name, target, tmp_path):
-    """fp32 of every registered model to every target (3D to TFLite: see notes/issue-6.md), verified."""
-    from converters import convert_model
+    """fp32 of every registered model to every target that takes its dimensionality, verified."""
+    from converters import convert_model, get_target
     from edgeseg.models import get_model_cfg
 
     dims = len(get_model_cfg(name).input_size)
     kw = {"model_kwargs": {"img_size": 32}} if name.startswith("unetr") else {}
+
+    def run():
+        return convert_model(
+            name,
+            target,
+            "fp32",
+            img_size=64 if dims == 2 else 32,
+            verify_size=2,
+            out_dir=tmp_path,
+            **kw,
+        )
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        [res] = convert_model(name, target, "fp32", img_size=64 if dims == 2 else 32, verify_size=2,
-                              out_dir=tmp_path, **kw)
+        if dims not in get_target(target).spatial_dims:  # 3D -> TFLite: refused up front, with the reason
+            with pytest.raises(ValueError, match="cannot convert 3D models"):
+                run()
+            return
+        [res] = run()
     assert res.passed and res.manifest.parity["max_abs_diff"] < 1e-3
     assert res.manifest.input.nchw_shape()[2:] == ([64, 64] if dims == 2 else [32, 32, 32])

@@ -58,6 +58,10 @@ def test_config_defaults_and_errors():
     assert ConvertConfig(target="onnx", input_size=(64, 64)).layout == "nchw"
     assert ConvertConfig(target="onnx", input_size=(64, 64), batch=None).nchw_shape() == [-1, 3, 64, 64]
     assert ConvertConfig(target="onnx", input_size=(8, 64, 64), layout="nhwc").manifest_layout == "ndhwc"
+    with pytest.raises(
+        ValueError, match="'tflite' cannot convert 3D models.*Conv3D.*use one of onnx, openvino"
+    ):
+        ConvertConfig(target="tflite", input_size=(32, 32, 32), in_channels=1)
     with pytest.raises(ValueError, match="unknown precision 'int4'.*fp32, fp16, int8"):
         ConvertConfig(target="onnx", precision="int4")
     with pytest.raises(ValueError, match="needs a fixed batch"):
