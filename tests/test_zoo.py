@@ -219,10 +219,27 @@ def test_unetr_sizes(unetr_module):
 
 @pytest.mark.slow
 def test_unetr_flops_at_96(unetr_module):
-    # The module-hook count (attention products excluded, as ptflops does) is 72.39 G; the UltraLightUNet
-    # paper's table lists 82.6 G for UNETR, a figure copied from other papers whose counting convention is
-    # not stated. The figures of this implementation are pinned so a change is deliberate.
-    assert round(edgeseg.profile("unetr", 96).gflops, 2) == 72.39
+    # The module-hook count (attention products excluded, as ptflops does) is 72.39 G. The UltraLightUNet
+    # paper lists 82.6 G for UNETR (a figure shared by several papers): that is what one gets when every
+    # transposed conv is counted like a conv over its output (out.numel * C_in * k^3, as thop's hook does),
+    # 8x its true MACs at kernel 2 / stride 2. Checked here, so the gap to the paper is explained, not ignored.
+    from math import prod
+
+    model = create_model("unetr").eval()
+    extra = []
+
+    def hook(m, inp, out):
+        w = m.weight  # (C_in, C_out, k, k, k)
+        extra.append(out.numel() * w.shape[0] * prod(w.shape[2:]) - inp[0].numel() * w.shape[1] * prod(w.shape[2:]))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.ConvTranspose3d)]
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 96, 96, 96))
+    for h in handles:
+        h.remove()
+    gflops = edgeseg.profile(model, 96).gflops
+    assert round(gflops, 2) == 72.39
+    assert math.isclose(gflops + sum(extra) / 1e9, get_model_cfg("unetr").paper.flops_g, rel_tol=0.005)
     assert round(edgeseg.profile("unetr-s", 96).gflops, 2) == 14.37
 
 

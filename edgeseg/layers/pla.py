@@ -11,8 +11,8 @@ Choices this implementation makes (the paper leaves them open):
 - sigma is the softmax over the keys: the paper defines the Luong weights with a softmax (eq. 3) and calls
   it sigma; eq. 5's second sigma would apply it twice and is read as naming the same weights (W = A).
 - Keys and values are average-pooled by ``kv_pool`` before the product, so a 64x64 query map attends to an
-  8x8 key grid instead of 64x64: full-resolution attention at 128x128 input costs ~23 GMACs in the
-  authors' public code (more than the whole network's budget of 1.32 G), pooled attention a few MMACs.
+  8x8 key grid instead of 64x64: the authors' public code attends over all positions, ~20 GMACs of
+  attention products at 128x128 input (15x the whole network's budget of 1.32 G); pooled, ~15 MMACs.
 - The attended values (``key_dim`` channels) are projected back to the skip's width by a 1x1 conv + BN and
   added to the skip (a residual, as in the public code's ``gamma * out + x``).
 """

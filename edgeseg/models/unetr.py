@@ -17,6 +17,10 @@
   (skips ``hidden_states_out[2], [4], [6]``) and feature size 8: 92.8M -> 5.2M parameters, 72.4 -> 14.4 GMACs at 96^3
   (one class).
 
+Counts at 96^3, one class: 92,802,257 params (paper, UltraLightUNet Table 3: 92.78M) and 72.39 GMACs in
+the module-hook convention; the paper's 82.6 G is reproduced (82.50 G) when each transposed conv is counted
+as a conv over its output (out.numel x C_in x k^3, thop's way), 8x its true MACs at kernel 2 / stride 2.
+
 Beyond MONAI's forward: any input whose sides are multiples of 16 is accepted; when the patch grid differs
 from the one the position embeddings were built for (``img_size``), they are trilinearly resized, as timm
 does for ViTs (at the built size the forward is MONAI's exactly; a test checks it). The skip layers are
