@@ -21,6 +21,7 @@ Design:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -157,7 +158,7 @@ def resolve_weights(model: str, weights: str | None, work: Path) -> tuple[Path, 
     """
     import torch
 
-    from edgeseg._io import atomic_path, sha256_file
+    from edgeseg._io import atomic_write_bytes, sha256_file
     from edgeseg.weights import CHECKPOINT_FORMAT, shipped_weights
 
     if weights:
@@ -173,9 +174,10 @@ def resolve_weights(model: str, weights: str | None, work: Path) -> tuple[Path, 
     torch.manual_seed(0)
     net = create_model(model).eval()
     path = work / f"{model}-random-seed0.pt"
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, "model": model, "state_dict": net.state_dict(),
-                    "note": "random initialisation, torch.manual_seed(0): outputs are meaningless"}, tmp)
+    buf = io.BytesIO()  # saved through a buffer: torch.save names the archive after the file, a temp name
+    torch.save({"format": CHECKPOINT_FORMAT, "model": model, "state_dict": net.state_dict(),
+                "note": "random initialisation, torch.manual_seed(0): outputs are meaningless"}, buf)
+    atomic_write_bytes(path, buf.getvalue())  # same bytes every run, so cached artifacts are reused
     return path, sha256_file(path), "random (seed 0)"
 
 

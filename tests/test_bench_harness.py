@@ -219,3 +219,16 @@ def test_full_matrix_every_target_and_precision(setup, tmp_path):
         assert r.latency_ms["p50"] > 0 and r.size_bytes > 0 and r.peak_rss_mb > 0
         if precision == "fp32":
             assert r.max_abs_diff < 1e-3, (target, r.max_abs_diff)
+
+
+def test_random_weights_are_saved_reproducibly(tmp_path):
+    from benchmarks.harness import resolve_weights
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    pa, sha_a, label = resolve_weights(MODEL, None, tmp_path / "a")
+    pb, sha_b, _ = resolve_weights(MODEL, None, tmp_path / "b")
+    assert label == "random (seed 0)" and pa != pb
+    assert sha_a == sha_b  # same bytes in every run, so the artifact cache keyed by it is reused
+    with pytest.raises(FileNotFoundError, match="--weights"):
+        resolve_weights(MODEL, str(tmp_path / "missing.pt"), tmp_path)
