@@ -223,7 +223,6 @@ def test_full_matrix_every_target_and_precision(setup, tmp_path):
 
 def test_random_weights_are_saved_reproducibly(tmp_path, monkeypatch):
     import edgeseg.weights
-
     from benchmarks.harness import resolve_weights
 
     monkeypatch.setattr(edgeseg.weights, "shipped_weights", lambda name: None)  # as for a model without any
