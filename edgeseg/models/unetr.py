@@ -49,12 +49,44 @@ from edgeseg.models._registry import ModelCfg, PaperFigures, register_model
 GATES = ("none", "v1", "v2")
 
 
+class _HideTransformers:
+    """Import finder that makes ``transformers`` look absent.
+
+    ``monai.networks.nets`` imports every network, and Transchex's optional imports pull in Hugging Face
+    transformers (installed here as a dependency of litert-torch), which in turn loads torchao: ~10 s and
+    several warnings on every start, for a module UNETR never uses. MONAI's ``optional_import`` turns the
+    refusal into a lazy stub, so only Transchex (unused here) is affected.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "transformers" or name.startswith("transformers."):
+            raise ModuleNotFoundError(f"{name} hidden while importing MONAI", name=name)
+        return None
+
+
+def _import_monai_unetr() -> type:
+    import sys
+
+    if "transformers" in sys.modules or "monai" in sys.modules:
+        require("monai", "UNETR")
+        from monai.networks.nets import UNETR
+
+        return UNETR
+    hider = _HideTransformers()
+    sys.meta_path.insert(0, hider)
+    try:
+        require("monai", "UNETR")  # monai's own __init__ already imports monai.networks.nets
+        from monai.networks.nets import UNETR
+    finally:
+        sys.meta_path.remove(hider)
+    return UNETR
+
+
 @functools.cache
 def _unetr_class() -> type:
     """The edgeseg UNETR class, a subclass of MONAI's UNETR (built on first use: MONAI is optional)."""
-    require("monai", "UNETR")
     require("einops", "MONAI's UNETR")
-    from monai.networks.nets import UNETR as MonaiUNETR
+    MonaiUNETR = _import_monai_unetr()
 
     class UNETR(MonaiUNETR):
         """MONAI's UNETR with optional attention gates, a configurable depth and any input multiple of 16."""
