@@ -16,6 +16,7 @@ The median over timed steps after warm-up steps is reported, with the thread cou
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -56,8 +57,12 @@ def _memory_batches(imgs: torch.Tensor, masks: torch.Tensor, batch: int):
 
 
 def measure(model_name: str, batches, steps: int, warmup: int, channels_last: bool, compile: bool = False
-            ) -> tuple[float, float]:
-    """(images/s median, seconds of the first step) of ``steps`` timed training steps."""
+            ) -> tuple[float, float, float]:
+    """(images/s median wall, images per CPU-second, seconds of the first step) over ``steps`` timed steps.
+
+    Images per CPU-second (process CPU time, all threads) is the figure to compare on a shared machine, where
+    wall-clock throughput depends on what else runs.
+    """
     from edgeseg.models import create_model
 
     torch.manual_seed(0)
@@ -66,9 +71,9 @@ def measure(model_name: str, batches, steps: int, warmup: int, channels_last: bo
         model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if compile else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    times, first = [], 0.0
+    times, first, cpu, n_img = [], 0.0, 0.0, 0
     for s in range(warmup + steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         x, y = next(batches)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -82,7 +87,9 @@ def measure(model_name: str, batches, steps: int, warmup: int, channels_last: bo
             first = dt
         if s >= warmup:
             times.append(x.shape[0] / dt)
-    return statistics.median(times), first
+            cpu += time.process_time() - c0
+            n_img += x.shape[0]
+    return statistics.median(times), n_img / cpu, first
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,9 +129,11 @@ def main(argv: list[str] | None = None) -> None:
             it = _memory_batches(imgs, masks, args.batch_size)
             if "prefetch" in setting:
                 it = _prefetch(it)
-        ips, first = measure(args.model, it, args.steps, args.warmup, cl, "compile" in setting)
+        ips, ipc, first = measure(args.model, it, args.steps, args.warmup, cl, "compile" in setting)
+        load = os.getloadavg()[0]
         print(f"{args.model} {args.img_size}x{args.img_size} batch {args.batch_size} threads {args.threads} "
-              f"{setting:22s} {ips:6.2f} img/s (first step {first:.1f} s)", flush=True)
+              f"{setting:22s} {ips:6.2f} img/s wall  {ipc:6.2f} img/CPU-s  (first step {first:.1f} s, "
+              f"load {load:.1f})", flush=True)
 
 
 if __name__ == "__main__":
