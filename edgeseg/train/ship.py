@@ -27,6 +27,21 @@ _RECIPE_KEYS = ("epochs", "img_size", "batch_size", "lr", "weight_decay", "warmu
                 "seed", "world_size", "attention_regularizer")
 
 
+def _stages(ckpt: dict[str, Any]) -> list[dict[str, Any]]:
+    """Training stages, first to last, following each run's ``init`` checkpoint (fine-tuning chains)."""
+    stages: list[dict[str, Any]] = []
+    seen = 0
+    while ckpt is not None and seen < 20:
+        r, m = ckpt.get("recipe", {}), ckpt.get("metrics", {})
+        stages.insert(0, {"epochs_trained": m.get("epoch"), "epochs_planned": r.get("epochs"),
+                          "train_time_s": m.get("elapsed_s"), "img_size": r.get("img_size"), "lr": r.get("lr"),
+                          "val_dice_at_end": m.get("val_dice"), "init": r.get("init")})
+        init = r.get("init")
+        ckpt = read_checkpoint(init) if init and Path(init).is_file() else None
+        seen += 1
+    return stages
+
+
 def ship(checkpoint: str | Path, eval_summary: dict[str, Any], data_name: str, data_terms: str = "",
          dest_dir: str | Path = WEIGHTS_DIR, notes: str = "") -> tuple[Path, Path]:
     """Write ``<dest_dir>/<model>.pt`` and ``<model>.json``; returns both paths.
@@ -47,7 +62,7 @@ def ship(checkpoint: str | Path, eval_summary: dict[str, Any], data_name: str, d
     pt = shrink_for_shipping(checkpoint, dest_dir / f"{name}.pt",
                              {"eval_val_dice": eval_summary["dice"], "eval_val_iou": eval_summary["iou"]})
     recipe = ckpt.get("recipe", {})
-    metrics = ckpt.get("metrics", {})
+    stages = _stages(ckpt)
     card = {
         "model": name,
         "file": pt.name,
@@ -58,9 +73,9 @@ def ship(checkpoint: str | Path, eval_summary: dict[str, Any], data_name: str, d
         "train_split": recipe.get("train_data"),
         "val_split": recipe.get("val_data"),
         "recipe": {k: recipe.get(k) for k in _RECIPE_KEYS if k in recipe},
-        "epochs_trained": metrics.get("epoch"),
-        "epochs_planned": recipe.get("epochs"),
-        "train_time_s": metrics.get("elapsed_s"),
+        "epochs_trained": sum(st["epochs_trained"] or 0 for st in stages),
+        "train_time_s": round(sum(st["train_time_s"] or 0 for st in stages), 1),
+        "stages": stages,
         "preprocessing": ckpt.get("preprocessing"),
         "val_dice": float(eval_summary["dice"]),
         "val_iou": float(eval_summary["iou"]),
