@@ -13,10 +13,13 @@ Design:
       saved once, so the reference and every converter see the same (random) weights;
     - every row sees the same cases; Dice is the mean per-case Dice vs the labels; fidelity compares each
       row's logits with the reference's on the same inputs;
-    - worker processes get ``OMP_WAIT_POLICY=PASSIVE`` by default (``omp_wait_policy``): with OpenMP's
-      default busy-waiting, torch eager on a shared 2-core machine took 5.9 s per 256x256 inference
-      instead of 84 ms (every op's barrier waits for a descheduled spinning thread). On a dedicated
-      device ``ACTIVE`` can be slightly faster; the policy used is recorded with the run.
+    - busy-waiting thread pools are off by default (``busy_wait="off"``): workers get
+      ``OMP_WAIT_POLICY=PASSIVE`` (torch) and onnxruntime sessions ``session.intra_op.allow_spinning=0``.
+      On the shared 2-core machine this was built on, torch eager with OpenMP's default spinning took 5.9 s
+      per 256x256 inference instead of 84 ms, and onnxruntime 46 ms instead of 20 ms (every op's barrier
+      waits for a spinning thread the scheduler has descheduled). On a dedicated device spinning can be
+      slightly faster: ``busy_wait="on"`` asks for it, ``"default"`` leaves each library's own default. The
+      choice is recorded with the run.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 DEVICES = ("cpu", "gpu", "npu")
 SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
 DEFAULT_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}
+BUSY_WAIT = ("off", "on", "default")
+_ORT_SPIN = "session.intra_op.allow_spinning"
 
 
 def parse_list(value: str | list[str] | tuple[str, ...] | None, valid: tuple[str, ...], what: str) -> list[str]:
@@ -111,7 +116,7 @@ class BenchConfig:
     reuse: bool = True
     isolate: bool = True
     keep_work: bool = False
-    omp_wait_policy: str | None = "PASSIVE"
+    busy_wait: str = "off"
     row_timeout: float = 1800.0
     suite: str | None = None
     min_agreement: dict[str, float] = field(default_factory=dict)
@@ -134,12 +139,20 @@ class BenchConfig:
             raise ValueError("--iters must be >= 1 (or give --min-time S)")
         if self.warmup < 0:
             raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.omp_wait_policy is not None:
-            self.omp_wait_policy = self.omp_wait_policy.upper()
-            if self.omp_wait_policy not in ("PASSIVE", "ACTIVE"):
-                raise ValueError(f"--omp-wait-policy must be passive, active or unset, got {self.omp_wait_policy!r}")
+        if self.busy_wait not in BUSY_WAIT:
+            raise ValueError(f"--busy-wait must be one of {', '.join(BUSY_WAIT)}, got {self.busy_wait!r}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
+
+
+def runtime_options(cfg: BenchConfig, runtime: str) -> dict[str, Any]:
+    """The options a row's runtime gets: the configured ones plus the busy-wait choice for onnxruntime."""
+    opts = dict(cfg.runtime_options.get(runtime, {}))
+    if runtime == "onnxruntime" and cfg.busy_wait != "default":
+        sc = dict(opts.get("session_config") or {})
+        sc.setdefault(_ORT_SPIN, "0" if cfg.busy_wait == "off" else "1")
+        opts["session_config"] = sc
+    return opts
 
 
 def _now() -> str:
@@ -210,9 +223,9 @@ class _Stage:
     command = [sys.executable, "-m", "benchmarks.worker"]  # tests swap in a crashing stand-in
 
     def __init__(self, work: Path, isolate: bool, timeout: float, threads: int | None,
-                 omp_wait_policy: str | None = None):
+                 busy_wait: str = "default"):
         self.work, self.isolate, self.timeout, self.threads = work, isolate, timeout, threads
-        self.omp_wait_policy = omp_wait_policy
+        self.omp_wait_policy = {"off": "PASSIVE", "on": "ACTIVE"}.get(busy_wait)
         self.n = 0
 
     def __call__(self, stage: str, job: dict[str, Any]) -> dict[str, Any]:
@@ -321,7 +334,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
 
     macs = profile(cfg.model, img).macs
     specs = expand_matrix(cfg.targets, cfg.precisions, cfg.devices, cfg.runtimes)
-    stage = _Stage(work, cfg.isolate, cfg.row_timeout, cfg.threads, cfg.omp_wait_policy)
+    stage = _Stage(work, cfg.isolate, cfg.row_timeout, cfg.threads, cfg.busy_wait)
     rows: list[Row] = []
     ref_logits: np.ndarray | None = None
     for i, spec in enumerate(specs, 1):
@@ -353,7 +366,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
                 row.reused, row.convert_time_s = False, res.get("convert_time_s")
             row.size_bytes = artifact_size(artifact)
         row.artifact = str(artifact)
-        opts = dict(cfg.runtime_options.get(spec.runtime, {}))
+        opts = runtime_options(cfg, spec.runtime)
         if spec.is_reference:
             opts.setdefault("model", cfg.model)
         job = {"artifact": str(artifact), "runtime": spec.runtime, "device": spec.device, "threads": cfg.threads,

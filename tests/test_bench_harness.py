@@ -235,3 +235,18 @@ def test_random_weights_are_saved_reproducibly(tmp_path, monkeypatch):
     assert sha_a == sha_b  # same bytes in every run, so the artifact cache keyed by it is reused
     with pytest.raises(FileNotFoundError, match="--weights"):
         resolve_weights(MODEL, str(tmp_path / "missing.pt"), tmp_path)
+
+
+def test_busy_wait_choice_reaches_the_runtimes():
+    from benchmarks.harness import runtime_options
+
+    cfg = BenchConfig(model=MODEL, runtime_options={"openvino": {"hint": "LATENCY"}})
+    assert runtime_options(cfg, "onnxruntime") == {"session_config": {"session.intra_op.allow_spinning": "0"}}
+    assert runtime_options(cfg, "openvino") == {"hint": "LATENCY"}
+    cfg = BenchConfig(model=MODEL, busy_wait="on",
+                      runtime_options={"onnxruntime": {"session_config": {"session.intra_op.allow_spinning": "0"}}})
+    assert runtime_options(cfg, "onnxruntime")["session_config"]["session.intra_op.allow_spinning"] == "0"  # explicit wins
+    assert runtime_options(BenchConfig(model=MODEL, busy_wait="default"), "onnxruntime") == {}
+    assert _Stage(None, True, 1.0, 2, "off").omp_wait_policy == "PASSIVE"
+    with pytest.raises(ValueError, match="--busy-wait"):
+        BenchConfig(model=MODEL, busy_wait="maybe").validate()

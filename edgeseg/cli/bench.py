@@ -52,9 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--runtime-option", action="append", default=[], metavar="RUNTIME.KEY=VALUE",
                    help="backend option, repeatable (e.g. openvino.hint=THROUGHPUT, litert.xnnpack=false, "
                         "onnxruntime.optimization=extended)")
-    m.add_argument("--omp-wait-policy", default="passive", choices=["passive", "active", "unset"],
-                   help="OMP_WAIT_POLICY of the row processes (default: passive; busy-waiting OpenMP threads "
-                        "make torch many times slower on a shared machine; 'unset' keeps the environment's)")
+    m.add_argument("--busy-wait", default="off", choices=["off", "on", "default"],
+                   help="spinning thread pools: off (default; OMP_WAIT_POLICY=PASSIVE for torch, no intra-op "
+                        "spinning in onnxruntime; spinning makes them many times slower on a shared machine), "
+                        "on (ACTIVE/spinning, for a dedicated device), default (each library's own)")
     m.add_argument("--no-isolate", action="store_true",
                    help="run rows in this process (faster; a crash ends the run; peak memory is cumulative)")
     m.add_argument("--row-timeout", type=float, default=1800.0, help="seconds per stage of a row (default: 1800)")
@@ -146,7 +147,7 @@ def _config(args):
         warmup=pick("warmup"), iters=iters, min_time=min_time, limit=pick("limit"),
         calibration=pick("calibration"), out=args.out, artifacts=args.artifacts, reuse=not args.no_reuse,
         isolate=not args.no_isolate, row_timeout=args.row_timeout, suite=suite.get("name"),
-        omp_wait_policy=None if args.omp_wait_policy == "unset" else args.omp_wait_policy,
+        busy_wait=args.busy_wait,
         min_agreement=fid.get("min_agreement") or {}, max_abs_diff=fid.get("max_abs_diff") or {},
         runtime_options=parse_runtime_options(args.runtime_option, suite.get("runtime_options")),
         convert_options=suite.get("convert_options") or {},
