@@ -183,3 +183,28 @@ def test_pam_unet_regulariser_is_wired_in_when_registered():
     expected = bce_iou_loss(logits, y) + pla.ATTENTION_REG_WEIGHT * pla.attention_regularizer(maps)
     assert attention_regularizer(model) is not None
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_multiclass_label_masks_train_and_evaluate(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "mc"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        lab = np.zeros((64, 64), np.uint8)
+        y, x = rng.integers(8, 40, 2)
+        lab[y:y + 16, x:x + 16] = 1 + i % 2
+        img = np.stack([lab * 90 + 40, lab * 30 + 60, 80 - lab * 20], -1).astype(np.uint8)
+        Image.fromarray(img).save(root / "images" / f"{i}.png")
+        Image.fromarray(lab).save(root / "masks" / f"{i}.png")
+    res = train(_tiny(tmp_path, data=str(root), val=str(root), num_classes=3, mask_mode="labels", epochs=1))
+    ckpt = read_checkpoint(res.best_path)
+    assert ckpt["recipe"]["loss"] == "ce-dice" and ckpt["model_kwargs"]["num_classes"] == 3
+    assert cli(["evaluate", "--weights", str(res.best_path), "--data", str(root), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 8 and summary["dice"] == pytest.approx(res.best["val_dice"], abs=1e-9)
