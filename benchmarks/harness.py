@@ -194,14 +194,17 @@ def resolve_weights(model: str, weights: str | None, work: Path) -> tuple[Path, 
     return path, sha256_file(path), "random (seed 0)"
 
 
-def normalisation(weights: Path, mcfg: Any) -> tuple[list[float], list[float]]:
-    """Mean/std of the input: the checkpoint's pre-processing record when it has one, else the model's."""
+def checkpoint_preprocessing(weights: Path, mcfg: Any) -> tuple[list[float], list[float], int | None]:
+    """(mean, std, trained size) of the input: the checkpoint's pre-processing record when it has one (size
+    None when it records none), else the model config's mean/std and no size."""
     from edgeseg.weights import read_checkpoint
 
     pre = read_checkpoint(weights).get("preprocessing") or {}
+    size = pre.get("size")
+    trained = int(size[-1]) if isinstance(size, (list, tuple)) and size else None
     if pre.get("mean") is not None and pre.get("std") is not None:
-        return [float(m) for m in pre["mean"]], [float(s) for s in pre["std"]]
-    return list(mcfg.mean), list(mcfg.std)
+        return [float(m) for m in pre["mean"]], [float(s) for s in pre["std"]], trained
+    return list(mcfg.mean), list(mcfg.std), trained
 
 
 def artifact_path(root: Path, model: str, img: int, weights_sha: str, target: str, precision: str) -> Path:
@@ -305,9 +308,6 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
     from edgeseg.models import get_model_cfg
 
     mcfg = get_model_cfg(cfg.model)
-    img = cfg.img_size or int(mcfg.input_size[-1])
-    if img <= 0 or img % mcfg.divisible_by:
-        raise ValueError(f"--img-size must be a positive multiple of {mcfg.divisible_by} for {cfg.model}")
     if mcfg.spatial_dims != 2:
         raise ValueError(f"{cfg.model} is a {mcfg.spatial_dims}D model; edgeseg bench measures 2D models")
     out = Path(cfg.out)
@@ -323,7 +323,11 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
     from benchmarks.environment import capture_environment, compute_floor_ms
 
     wpath, wsha, wlabel = resolve_weights(cfg.model, cfg.weights, work)
-    mean, std = normalisation(wpath, mcfg)
+    mean, std, trained = checkpoint_preprocessing(wpath, mcfg)
+    # default size: what the weights were trained at (shipped checkpoints are smaller than 256), else the model's
+    img = cfg.img_size or trained or int(mcfg.input_size[-1])
+    if img <= 0 or img % mcfg.divisible_by:
+        raise ValueError(f"--img-size must be a positive multiple of {mcfg.divisible_by} for {cfg.model}")
     cases = load_cases(cfg.data, cfg.split, img, mean, std, mcfg.in_channels, cfg.limit)
     inputs_path = work / "inputs.npy"
     np.save(inputs_path, cases.inputs)

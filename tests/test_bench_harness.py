@@ -250,3 +250,15 @@ def test_busy_wait_choice_reaches_the_runtimes():
     assert _Stage(None, True, 1.0, 2, "off").omp_wait_policy == "PASSIVE"
     with pytest.raises(ValueError, match="--busy-wait"):
         BenchConfig(model=MODEL, busy_wait="maybe").validate()
+
+
+def test_checkpoint_preprocessing_sets_normalisation_and_default_size(setup, tmp_path):
+    from benchmarks.harness import checkpoint_preprocessing
+    from edgeseg.models import get_model_cfg
+
+    mcfg = get_model_cfg(MODEL)
+    assert checkpoint_preprocessing(setup["ckpt"], mcfg) == (list(mcfg.mean), list(mcfg.std), None)
+    ckpt = torch.load(setup["ckpt"], weights_only=False)
+    ckpt["preprocessing"] = {"size": [160, 160], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    torch.save(ckpt, tmp_path / "pre.pt")
+    assert checkpoint_preprocessing(tmp_path / "pre.pt", mcfg) == ([0.5] * 3, [0.25] * 3, 160)

@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--runtimes", help="backends to use (default: each target's own; e.g. openvino also runs onnx)")
     g.add_argument("--data", help="dataset folder or synthetic / synthetic:N (default: synthetic)")
     g.add_argument("--split", help="benchmark split (default: val); 'all' for every pair")
-    g.add_argument("--img-size", type=int, help="square input size (default: the model's)")
+    g.add_argument("--img-size", type=int, help="square input size (default: the size the weights were trained at, else the model's)")
     g.add_argument("--limit", type=int, help="use only the first N cases")
     g.add_argument("--calibration", type=int, help="int8 calibration images from the train split (default: 32)")
     m = p.add_argument_group("how to measure")
