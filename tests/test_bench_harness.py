@@ -155,6 +155,10 @@ def test_cli_run_json_db_history_compare_and_gates(setup, tmp_path, capsys):
     assert main(["bench", "compare", runs[1]["run_id"], "latest", "--db", str(db), "--json"]) == 0
     cmp = json.loads(capsys.readouterr().out)
     assert len(cmp["rows"]) == 2 and cmp["only_b"] == ["onnx/fp16 (onnxruntime, cpu)"]
+    assert main(["bench", "show", "latest", "--db", str(db), "--json", "--out", str(tmp_path / "again"),
+                 "--no-html"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["run_id"] == runs[0]["run_id"] and (tmp_path / "again" / "bench.md").is_file()
     assert main(["bench", "compare", "latest", "--db", str(db)]) == 2  # needs two runs: one-line error
     assert "compare takes two runs" in capsys.readouterr().err
     assert main(["bench", "histroy", "--db", str(db)]) == 2
