@@ -33,7 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-classes", type=int, default=1, help="1 = binary; K > 1 needs integer label masks")
-    p.add_argument("--palette", default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-multiscale", action="store_true", help="train at --img-size only")
     p.add_argument("--no-augment", action="store_true", help="no flips/rotations")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow first step)")
