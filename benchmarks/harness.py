@@ -207,9 +207,16 @@ def checkpoint_preprocessing(weights: Path, mcfg: Any) -> tuple[list[float], lis
     return list(mcfg.mean), list(mcfg.std), trained
 
 
-def artifact_path(root: Path, model: str, img: int, weights_sha: str, target: str, precision: str) -> Path:
-    """Where the cached artifact of one row lives: ``root/<model>-<img>-<sha12>/<model>_<precision>.<ext>``."""
-    return Path(root) / f"{model}-{img}-{weights_sha[:12]}" / f"{model}_{precision}{SUFFIX[target]}"
+def artifact_path(root: Path, model: str, img: int, weights_sha: str, target: str, precision: str,
+                  options: dict[str, Any] | None = None) -> Path:
+    """Where the cached artifact of one row lives: ``root/<model>-<img>-<sha12>[-<opts8>]/<model>_<precision>.<ext>``;
+    non-default conversion options get their own folder (a hash of them), so they never reuse another's files."""
+    folder = f"{model}-{img}-{weights_sha[:12]}"
+    if options:
+        import hashlib
+
+        folder += "-" + hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path(root) / folder / f"{model}_{precision}{SUFFIX[target]}"
 
 
 def artifact_size(path: Path) -> int:
@@ -352,7 +359,8 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
         if spec.is_reference:
             artifact, row.size_bytes = wpath, wpath.stat().st_size
         else:
-            artifact = artifact_path(art_root, cfg.model, img, wsha, spec.target, spec.precision)
+            artifact = artifact_path(art_root, cfg.model, img, wsha, spec.target, spec.precision,
+                                     cfg.convert_options.get(spec.target))
             if cfg.reuse and _valid_cached(artifact, wsha):
                 row.reused = True
             else:

@@ -341,3 +341,17 @@ def test_runtime_option_parsing():
         parse_runtime_options(["hint=LATENCY"])
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
         parse_runtime_options(["tensorrt.fp16=true"])
+
+
+def test_convert_options_parse_and_get_their_own_cache_folder(tmp_path):
+    from benchmarks.harness import artifact_path
+    from edgeseg.cli.bench import parse_convert_options
+
+    assert parse_convert_options(["onnx.calib_method=percentile", "tflite.quantizer=aeq"]) == {
+        "onnx": {"calib_method": "percentile"}, "tflite": {"quantizer": "aeq"}}
+    with pytest.raises(ValueError, match="unknown target 'tensorrt'"):
+        parse_convert_options(["tensorrt.fp16=true"])
+    plain = artifact_path(tmp_path, "m", 64, "ab" * 32, "onnx", "int8")
+    pct = artifact_path(tmp_path, "m", 64, "ab" * 32, "onnx", "int8", {"calib_method": "percentile"})
+    assert plain.name == pct.name == "m_int8.onnx" and plain.parent != pct.parent
+    assert pct == artifact_path(tmp_path, "m", 64, "ab" * 32, "onnx", "int8", {"calib_method": "percentile"})

@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--runtime-option", action="append", default=[], metavar="RUNTIME.KEY=VALUE",
                    help="backend option, repeatable (e.g. openvino.hint=THROUGHPUT, litert.xnnpack=false, "
                         "onnxruntime.optimization=extended)")
+    g.add_argument("--convert-option", action="append", default=[], metavar="TARGET.KEY=VALUE",
+                   help="converter option, repeatable (e.g. onnx.calib_method=percentile, tflite.quantizer=aeq); "
+                        "artifacts made with options are cached apart")
     m.add_argument("--busy-wait", default="off", choices=["off", "on", "default"],
                    help="spinning thread pools: off (default; OMP_WAIT_POLICY=PASSIVE for torch, no intra-op "
                         "spinning in onnxruntime; spinning makes them many times slower on a shared machine), "
@@ -97,22 +100,34 @@ def _print_rows(run) -> None:
                        "max abs", "reason"]))
 
 
-def parse_runtime_options(items: list[str], base: dict | None = None) -> dict[str, dict]:
-    """``["openvino.hint=LATENCY", ...]`` -> ``{"openvino": {"hint": "LATENCY"}}`` (values read as YAML)."""
+def _parse_options(items: list[str], base: dict | None, valid: list[str], flag: str, what: str,
+                   example: str) -> dict[str, dict]:
     import yaml
-
-    from runtimes import list_runtimes
 
     out = {k: dict(v) for k, v in (base or {}).items()}
     for item in items:
         head, sep, value = item.partition("=")
-        rt, dot, key = head.partition(".")
+        name, dot, key = head.partition(".")
         if not sep or not dot or not key:
-            raise ValueError(f"--runtime-option {item!r}: use RUNTIME.KEY=VALUE, e.g. openvino.hint=LATENCY")
-        if rt not in list_runtimes():
-            raise ValueError(f"--runtime-option {item!r}: unknown runtime {rt!r}; valid: {', '.join(list_runtimes())}")
-        out.setdefault(rt, {})[key] = yaml.safe_load(value)
+            raise ValueError(f"{flag} {item!r}: use {what.upper()}.KEY=VALUE, e.g. {example}")
+        if name not in valid:
+            raise ValueError(f"{flag} {item!r}: unknown {what} {name!r}; valid: {', '.join(valid)}")
+        out.setdefault(name, {})[key] = yaml.safe_load(value)
     return out
+
+
+def parse_runtime_options(items: list[str], base: dict | None = None) -> dict[str, dict]:
+    """``["openvino.hint=LATENCY", ...]`` -> ``{"openvino": {"hint": "LATENCY"}}`` (values read as YAML)."""
+    from runtimes import list_runtimes
+
+    return _parse_options(items, base, list_runtimes(), "--runtime-option", "runtime", "openvino.hint=LATENCY")
+
+
+def parse_convert_options(items: list[str], base: dict | None = None) -> dict[str, dict]:
+    """``["onnx.calib_method=percentile"]`` -> ``{"onnx": {"calib_method": "percentile"}}``."""
+    from benchmarks.harness import TARGETS
+
+    return _parse_options(items, base, list(TARGETS), "--convert-option", "target", "onnx.calib_method=percentile")
 
 
 def _config(args):
@@ -150,7 +165,7 @@ def _config(args):
         busy_wait=args.busy_wait,
         min_agreement=fid.get("min_agreement") or {}, max_abs_diff=fid.get("max_abs_diff") or {},
         runtime_options=parse_runtime_options(args.runtime_option, suite.get("runtime_options")),
-        convert_options=suite.get("convert_options") or {},
+        convert_options=parse_convert_options(args.convert_option, suite.get("convert_options")),
     ), suite.get("gates") or {}
 
 
