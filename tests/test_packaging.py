@@ -106,3 +106,11 @@ def test_atomic_writes_leave_no_partial_file_and_normal_permissions(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("killed mid-write")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_apps_do_not_reach_back_into_the_cli():
+    # apps -> runtimes -> edgeseg: the demo's own entry point must not import edgeseg.cli (which imports apps).
+    res = _run_py(_BLOCK_TORCH + "import apps.endoscopy, apps.endoscopy.cli, apps.endoscopy.__main__\n"
+                  "assert not any(m.startswith('edgeseg.cli') for m in sys.modules), 'edgeseg.cli imported'\n"
+                  "print('ok')")
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr

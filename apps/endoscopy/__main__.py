@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from edgeseg.cli import main
+from apps.endoscopy.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["demo", *sys.argv[1:]]))
+    sys.exit(main())

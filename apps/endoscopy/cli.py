@@ -1,0 +1,136 @@
+"""Arguments and entry point of the demo (``python -m apps.endoscopy``; ``edgeseg demo`` delegates here).
+
+Live polyp segmentation on a camera, a video file or the synthetic endoscopy sequence.
+
+Runs a converted artifact (--artifact, no torch needed) or a registered model through the torch runtime
+(--model). Capture runs in its own thread and inference always takes the newest frame (stale frames are
+dropped and counted) for cameras and with --realtime; video files and the synthetic sequence are otherwise
+processed frame by frame, every frame, so counts are deterministic.
+
+Keys (with a window): q quit, space pause, s snapshot, +/- threshold.
+Exit codes: 0 done (source ended, --max-frames, q, Ctrl-C), 2 bad input (no camera, unreadable video,
+artifact/model mismatch), 3 the camera stopped delivering frames mid-stream, 1 inference failed mid-stream;
+the recording and the log written so far are finalised in every case.
+
+examples:
+  edgeseg demo --artifact exports/ultralightunet-s_fp32.xml --headless --record demo.mp4 --log demo.jsonl
+  edgeseg demo --model ultralightunet-s --source 0
+  edgeseg demo --artifact model.onnx --source clip.mp4 --headless --serve 8080
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--artifact", default=None, help="converted model file (.onnx, .xml, .tflite; manifest beside)"
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="registered model name: runs through the torch runtime, or checks the --artifact's model",
+    )
+    p.add_argument(
+        "--source",
+        default="synthetic",
+        help="camera index (0), device path (/dev/video0), video file, or 'synthetic' (default)",
+    )
+    p.add_argument("--runtime", default=None, help="backend (default: from the artifact's manifest)")
+    p.add_argument("--device", default="cpu", help="backend device (default: cpu)")
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: the backend's)")
+    p.add_argument(
+        "--threshold", type=float, default=None, help="mask probability threshold (default: manifest's)"
+    )
+    p.add_argument("--headless", action="store_true", help="no window (a device over ssh): record/log/serve")
+    p.add_argument("--record", default=None, metavar="OUT.mp4", help="write the annotated video (.mp4, .avi)")
+    p.add_argument("--log", default=None, metavar="OUT.jsonl", help="write one JSON line per processed frame")
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N frames (headless synthetic source without --serve: 300 by default)",
+    )
+    p.add_argument(
+        "--serve",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="MJPEG stream of the overlay at http://127.0.0.1:PORT/",
+    )
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="read a file / the synthetic sequence as a live camera (paced, newest frame wins)",
+    )
+    p.add_argument("--snapshot-dir", default=".", help="where the s key saves snapshots")
+    p.add_argument("--alpha", type=float, default=0.45, help="mask tint opacity (0-1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic sequence")
+    p.add_argument("--size", type=int, default=256, help="frame size of the synthetic sequence")
+    p.add_argument(
+        "--camera-timeout",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds without a frame before a camera counts as unplugged (default 2)",
+    )
+    p.add_argument("--summary-json", action="store_true", help="print the summary as JSON on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo for parsed arguments; returns the exit code."""
+    from apps.endoscopy import EXIT_CODES, DemoConfig, run_demo
+
+    config = DemoConfig(
+        artifact=args.artifact,
+        model=args.model,
+        source=args.source,
+        runtime=args.runtime,
+        device=args.device,
+        threads=args.threads,
+        threshold=args.threshold,
+        headless=args.headless,
+        record=args.record,
+        log=args.log,
+        max_frames=args.max_frames,
+        serve=args.serve,
+        realtime=args.realtime,
+        snapshot_dir=args.snapshot_dir,
+        alpha=args.alpha,
+        seed=args.seed,
+        size=args.size,
+        camera_timeout=args.camera_timeout,
+    )
+    summary = run_demo(config)
+    if args.summary_json:
+        print(json.dumps(summary.to_dict(), indent=2, default=str))
+    else:
+        print(summary.text())
+    code = EXIT_CODES.get(summary.status, 1)
+    if code:
+        print(f"edgeseg: error: {summary.status}: {summary.message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m apps.endoscopy``: parse, run, and turn bad input into one line and exit code 2."""
+    parser = argparse.ArgumentParser(
+        prog="python -m apps.endoscopy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError, ImportError, OSError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"edgeseg demo: error: {msg}", file=sys.stderr)
+        return 2
