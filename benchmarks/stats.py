@@ -193,16 +193,17 @@ def speedup(reference_ms: float | None, candidate_ms: float | None) -> float | N
     return float(reference_ms) / float(candidate_ms)
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+def pareto_front(points: Sequence[tuple[float, float]], tol: float = 1e-4) -> list[int]:
     """Indices of the points not dominated for (lower latency, higher Dice), sorted by latency.
 
-    A point dominates another when it is no slower and no less accurate, and strictly better in one.
+    A point dominates another when it is no slower and no less accurate, and strictly better in one. A Dice
+    gain of ``tol`` or less does not count (float noise would otherwise keep a slower twin on the front).
     """
     order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
     front: list[int] = []
     best = -math.inf
     for i in order:
-        if points[i][1] > best:
+        if points[i][1] > best + tol:
             front.append(i)
             best = points[i][1]
     return front

@@ -118,6 +118,7 @@ def test_fidelity_against_reference():
 def test_pareto_front():
     pts = [(10.0, 0.80), (5.0, 0.70), (20.0, 0.85), (12.0, 0.75), (5.0, 0.60)]
     assert pareto_front(pts) == [1, 0, 2]
+    assert pareto_front([(5.0, 0.6475), (30.0, 0.6475 + 1e-7)]) == [0]  # a slower twin is not on the front
 
 
 # ---------------------------------------------------------------- rows and status
