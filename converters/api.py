@@ -109,27 +109,32 @@ def _check_backends(targets: list[str], verify: bool) -> None:
             )
 
 
+def _weights_of(model: Any, weights: str | Path | None) -> tuple[Path | None, str]:
+    """(checkpoint path or None, source: "given" | "shipped" | "random" | "module")."""
+    from edgeseg.weights import shipped_weights
+
+    if not isinstance(model, str):
+        return None, "module"
+    if weights is not None:
+        return Path(weights), "given"
+    path = shipped_weights(model)
+    return (path, "shipped") if path is not None else (None, "random")
+
+
 def _load_model(
-    model: Any, weights: str | Path | None, model_kwargs: dict[str, Any]
-) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
-    """(nn.Module in eval mode, weights record, checkpoint dict or None)."""
+    model: Any, path: Path | None, source: str, ckpt: dict[str, Any] | None, model_kwargs: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """(nn.Module in eval mode, weights record)."""
     from edgeseg.models import create_model
     from edgeseg.models._registry import warn_random_weights
-    from edgeseg.weights import read_checkpoint, shipped_weights
 
-    if not isinstance(model, str):  # an nn.Module given by the caller
-        return model.eval(), {"source": "module", "sha256": None}, None
-    if weights is not None:
-        path, source = Path(weights), "given"
-    else:
-        path, source = shipped_weights(model), "shipped"
+    if source == "module":  # an nn.Module given by the caller
+        return model.eval(), {"source": "module", "sha256": None}
     if path is None:
         warn_random_weights(model)
-        return create_model(model, **model_kwargs).eval(), weights_record(None, "random"), None
-    ckpt = read_checkpoint(path)
-    kwargs = {**(ckpt.get("model_kwargs") or {}), **model_kwargs}
-    net = create_model(model, weights=path, **kwargs).eval()
-    return net, weights_record(path, source), ckpt
+        return create_model(model, **model_kwargs).eval(), weights_record(None, "random")
+    kwargs = {**((ckpt or {}).get("model_kwargs") or {}), **model_kwargs}
+    return create_model(model, weights=path, **kwargs).eval(), weights_record(path, source)
 
 
 def _sizes(img_size: int | Sequence[int] | None, cfg: Any) -> tuple[int, ...]:
@@ -190,7 +195,8 @@ def convert_model(
             held-back verification images (its val split / held-out part). Default: synthetic verification.
         calib_size: calibration images (warning below 100).
         verify_size: held-back verification images.
-        img_size: spatial input size (int or tuple); default the model's.
+        img_size: spatial input size (int or tuple); default the size in the checkpoint's pre-processing
+            record (what the weights were trained at), else the model's.
         batch: fixed batch, or None for a dynamic batch (ONNX, OpenVINO).
         layout: "nchw" or "nhwc"; default per target (TFLite: nhwc, others: nchw).
         out_dir: output folder.
@@ -237,7 +243,16 @@ def convert_model(
         raise ValueError(
             "an nn.Module passed to convert_model needs a .model_cfg (build it with create_model)"
         )
-    size = _sizes(img_size, mcfg)
+    wpath, wsource = _weights_of(model, weights)
+    if wpath is not None:
+        from edgeseg.weights import read_checkpoint
+
+        ckpt = read_checkpoint(wpath)  # a bad file fails here, before any work
+    else:
+        ckpt = None
+    trained = ((ckpt or {}).get("preprocessing") or {}).get("size")
+    # default size: the one the weights were trained at, else the model's
+    size = _sizes(img_size if img_size is not None else (tuple(trained) if trained else None), mcfg)
     asked = [target] if isinstance(target, str) else list(target)
     if "all" in asked:  # "all" means every target that can take this model
         skip = [t for t in targets if len(size) not in get_target(t).spatial_dims]
@@ -272,7 +287,7 @@ def convert_model(
     out = check_writable_dir(out_dir)
     _check_backends(targets, verify)
 
-    net, wrec, ckpt = _load_model(model, weights, kwargs)
+    net, wrec = _load_model(model, wpath, wsource, ckpt, kwargs)
     classes = int(getattr(net, "num_classes", mcfg.num_classes))
     in_ch = base["in_channels"] = int(getattr(net, "in_channels", in_ch))  # a checkpoint may set it
     pre = preprocessing_for(mcfg, size, ckpt, in_ch)

@@ -40,9 +40,14 @@ def checkpoint(tmp_path_factory) -> Path:
     with torch.no_grad():
         model.out4.bias -= model(x).median()
     path = tmp_path_factory.mktemp("ckpt") / "ult-centred.pt"
-    torch.save(
-        {"format": CHECKPOINT_FORMAT, "model": "ultralightunet-t", "state_dict": model.state_dict()}, path
-    )
+    pre = {
+        "size": [SIZE, SIZE],
+        "resize": "stretch",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
+    ckpt = {"format": CHECKPOINT_FORMAT, "model": "ultralightunet-t", "state_dict": model.state_dict()}
+    torch.save({**ckpt, "preprocessing": pre}, path)
     return path
 
 
@@ -254,8 +259,6 @@ def test_cli_json_document(checkpoint, tmp_path):
         str(checkpoint),
         "--target",
         "onnx",
-        "--img-size",
-        str(SIZE),
         "--verify-size",
         "4",
         "--out",
@@ -268,6 +271,12 @@ def test_cli_json_document(checkpoint, tmp_path):
     assert a["target"] == "onnx" and a["precision"] == "fp32" and doc["passed"] is True
     assert Path(a["path"]).stat().st_size == a["size_bytes"] and Path(a["manifest"]).is_file()
     assert a["parity"]["max_abs_diff"] < 1e-4 and a["parity"]["mask_agreement"] >= 0.999
+    # no --img-size: the size the weights were trained at (the checkpoint's pre-processing), not the model's 256
+    manifest = json.loads(Path(a["manifest"]).read_text())
+    assert manifest["inputs"][0]["shape"] == [1, 3, SIZE, SIZE] and manifest["preprocessing"]["size"] == [
+        SIZE,
+        SIZE,
+    ]
 
 
 def test_cli_failing_parity_exits_nonzero(checkpoint, tmp_path, monkeypatch, capsys):
