@@ -204,7 +204,9 @@ class TorchRuntime(Runtime):
         from edgeseg._io import sha256_file
 
         model = create_model(name, weights=weights, **kwargs)
-        return model, {}, {"path": str(weights), "sha256": sha256_file(weights)}
+        # The checkpoint's own preprocessing record (e.g. the size the weights were trained at) wins over
+        # the model config's defaults, as in converters and benchmarks.
+        return model, read_checkpoint(weights), {"path": str(weights), "sha256": sha256_file(weights)}
 
     def _load_impl(self) -> None:
         import torch

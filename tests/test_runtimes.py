@@ -146,8 +146,11 @@ def test_torch_runtime_by_name_checkpoint_and_module(ref, batch, tmp_path):
         rt.infer(batch[:, :, :32])
 
 
-def test_load_model_name_with_torch_runtime():
+def test_load_model_name_with_torch_runtime(monkeypatch):
     pytest.importorskip("torch")
+    import edgeseg.weights
+
+    monkeypatch.setattr(edgeseg.weights, "shipped_weights", lambda name: None)
     with pytest.warns(UserWarning, match="RANDOM"):
         rt = runtimes.load("ultralightunet-s", runtime="torch", threads=1)
     assert rt.manifest.preprocessing.size == [256, 256] and rt.manifest.model_cfg["name"] == "ultralightunet-s"
@@ -155,6 +158,23 @@ def test_load_model_name_with_torch_runtime():
     rt.close()
     with pytest.raises(ValueError, match="Did you mean"):
         runtimes.load("ultralightunet-x", runtime="torch")
+
+
+def test_load_model_name_uses_shipped_weights_and_their_preprocessing():
+    pytest.importorskip("torch")
+    import warnings
+
+    from edgeseg.weights import read_checkpoint, shipped_weights
+
+    path = shipped_weights("ultralightunet-s")
+    if path is None:
+        pytest.skip("no shipped weights for ultralightunet-s")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no random-weights warning
+        rt = runtimes.load("ultralightunet-s", runtime="torch", threads=1)
+    size = read_checkpoint(path)["preprocessing"]["size"]
+    assert rt.manifest.preprocessing.size == list(size)
+    rt.close()
 
 
 # ---- input validation ----
