@@ -227,7 +227,9 @@ class OnnxConverter(Converter):
                 reader,
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
-                activation_type=QuantType.QInt8,
+                # uint8 activations (ORT's U8S8): with int8 activations the QDQ model of the trained
+                # ultralightunet-s collapsed (mask agreement 0.22 vs 0.98 with uint8; notes/issue-6.md)
+                activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=method,
             )
@@ -235,7 +237,7 @@ class OnnxConverter(Converter):
             "scheme": "static",
             "format": "QDQ",
             "weights": "int8 per-channel symmetric",
-            "activations": "int8 per-tensor",
+            "activations": "uint8 per-tensor (asymmetric)",
             "calibration_method": cfg.calib_method,
             "tool": "onnxruntime.quantization.quantize_static",
             "calibration": cfg.calibration.provenance,
