@@ -1,0 +1,1 @@
+"""Training: `loop` (TrainConfig, train), `losses`, `checkpoint`, `evaluate`, `ship` (package weights), `throughput`."""
