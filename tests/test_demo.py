@@ -292,12 +292,16 @@ def test_model_name_runs_through_the_torch_runtime(tmp_path):
         warnings.simplefilter("ignore")  # random weights warning
         seg = open_segmenter(model="ultralightunet-t", threads=1, warm_up=1)
     try:
-        assert isinstance(seg.runtime, TorchRuntime) and seg.size == (256, 256)
+        from edgeseg.weights import read_checkpoint, shipped_weights
+
+        shipped = shipped_weights("ultralightunet-t")  # shipped weights carry the size they were trained at
+        side = read_checkpoint(shipped)["preprocessing"]["size"][0] if shipped else 256
+        assert isinstance(seg.runtime, TorchRuntime) and seg.size == (side, side)
         # the same frame through the demo's pre/post-processing and directly through the torch model
         frame = _disc_frame(0)[0]
         res = seg(frame, threshold=0.5)
         x = (
-            cv2.resize(frame, (256, 256), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
+            cv2.resize(frame, (side, side), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
             - np.float32([0.485, 0.456, 0.406])
         ) / np.float32([0.229, 0.224, 0.225])
         with torch.no_grad():
