@@ -248,6 +248,7 @@ def convert_model(
         from edgeseg.weights import read_checkpoint
 
         ckpt = read_checkpoint(wpath)  # a bad file fails here, before any work
+        say(f"weights: {wsource} ({wpath.name})")
     else:
         ckpt = None
     trained = ((ckpt or {}).get("preprocessing") or {}).get("size")
