@@ -248,7 +248,6 @@ def convert_model(
         from edgeseg.weights import read_checkpoint
 
         ckpt = read_checkpoint(wpath)  # a bad file fails here, before any work
-        say(f"weights: {wsource} ({wpath.name})")
     else:
         ckpt = None
     trained = ((ckpt or {}).get("preprocessing") or {}).get("size")
@@ -312,6 +311,8 @@ def convert_model(
                 **base,
             )
             sample = torch.from_numpy(np.repeat(sample_np, int(batch or 1), axis=0))
+            if not results and wpath is not None:  # once, after the first config validated
+                say(f"weights: {wsource} ({wpath.name})")
             say(f"converting {mcfg.name} -> {t} {cfg.tag} ({cfg.layout}, batch {batch or 'dynamic'}) ...")
             res = _convert_one(
                 converter,

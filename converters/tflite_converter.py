@@ -111,6 +111,12 @@ class TFLiteConverter(Converter):
         return False
 
     def _convert(self, model: Any, sample: Any, cfg: ConvertConfig, out_path: Path) -> Artifact:
+        from edgeseg.layers.self_attention import tflite_safe_attention
+
+        with tflite_safe_attention():  # attention products in a form litert-torch lowers correctly
+            return self._convert_traced(model, sample, cfg, out_path)
+
+    def _convert_traced(self, model: Any, sample: Any, cfg: ConvertConfig, out_path: Path) -> Artifact:
         import litert_torch
 
         net = litert_torch.to_channel_last_io(model, args=[0], outputs=[0]) if cfg.channels_last else model

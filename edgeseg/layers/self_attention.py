@@ -8,7 +8,9 @@ factor is fixed at construction, so exported graphs have static shapes.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -39,6 +41,26 @@ def from_tokens(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], *like.shape[2:])
 
 
+_BROADCAST_PRODUCTS = False
+
+
+@contextlib.contextmanager
+def tflite_safe_attention() -> Iterator[None]:
+    """Trace attention products as broadcast multiply + sum instead of matmul, inside this context.
+
+    litert-torch 0.10 lowers ``matmul(q, k^T)`` to a FULLY_CONNECTED that loses the token transpose, which
+    LiteRT then refuses ("fully_connected ... failed to prepare"). The broadcast form is mathematically the
+    same and converts exactly, at the cost of an (N, Lq, Lk, d) intermediate (small with pooled keys), so
+    it is used only while a TFLite converter traces the model.
+    """
+    global _BROADCAST_PRODUCTS
+    previous, _BROADCAST_PRODUCTS = _BROADCAST_PRODUCTS, True
+    try:
+        yield
+    finally:
+        _BROADCAST_PRODUCTS = previous
+
+
 def dot_product_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,6 +74,10 @@ def dot_product_attention(
     Returns:
         (attended (N, Lq, dv), weights (N, Lq, Lk)), the weights a softmax over the keys of Q K^T / sqrt(d).
     """
+    if _BROADCAST_PRODUCTS:
+        scores = (q[:, :, None, :] * k[:, None, :, :]).sum(-1)
+        weights = torch.softmax(scores / math.sqrt(q.shape[-1]), dim=-1)
+        return (weights[..., None] * v[:, None, :, :]).sum(2), weights
     weights = torch.softmax(torch.matmul(q, k.transpose(1, 2)) / math.sqrt(q.shape[-1]), dim=-1)
     return torch.matmul(weights, v), weights
 
