@@ -78,6 +78,8 @@ def main(args: argparse.Namespace) -> int:
     out = check_writable_dir(args.out) if args.out else None
     net, ckpt, wdesc = resolve_model(args.weights, args.model)
     cfg = net.model_cfg
+    if cfg.spatial_dims == 3:
+        return _evaluate_volumes(args, net, ckpt, wdesc, out)
     pre = dict((ckpt or {}).get("preprocessing") or preprocessing_dict(cfg.input_size, cfg.mean, cfg.std))
     if args.img_size:
         if args.img_size % cfg.divisible_by:
@@ -111,6 +113,44 @@ def main(args: argparse.Namespace) -> int:
               f"precision {m['precision']:.4f}  HD95 {m['hd95']:.2f} px ({m['hd95_undefined']} undefined)")
         if out is not None:
             print(f"  per-case: {out / 'per_case.csv'}")
+    return 0
+
+
+def _evaluate_volumes(args, net, ckpt, wdesc: str, out) -> int:
+    """3D checkpoints: whole volumes by sliding windows (the training's validation, see volume_loop)."""
+    import torch
+
+    from edgeseg._io import atomic_write_json, atomic_write_text
+    from edgeseg.train.volume_loop import eval_volumes, evaluate_volumes
+
+    cfg = net.model_cfg
+    pre = (ckpt or {}).get("preprocessing") or {}
+    recipe = (ckpt or {}).get("recipe") or {}
+    patch = int(args.img_size or (pre.get("patch_size") or cfg.input_size)[0])
+    if patch % cfg.divisible_by:
+        raise ValueError(f"--img-size must be a multiple of {cfg.divisible_by}, got {patch}")
+    clip = tuple(pre["intensity_clip"]) if pre.get("intensity_clip") else None
+    split = {None: "val", "all": None}.get(args.split, args.split)
+    cases, ids, split = eval_volumes(args.data, split, patch, int(recipe.get("seed", 0)), clip)
+    num_classes = int(((ckpt or {}).get("model_kwargs") or {}).get("num_classes", cfg.num_classes))
+    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    net.to(device)
+    res = evaluate_volumes(net, cases, ids, patch, num_classes, device, float(recipe.get("sw_overlap", 0.25)),
+                           args.batch_size)
+    summary = {**res.summary(), "model": cfg.name, "weights": wdesc, "data": args.data, "split": split,
+               "img_size": [patch] * 3}
+    if out is not None:
+        atomic_write_text(out / "per_case.csv", res.to_csv())
+        atomic_write_json(out / "summary.json", summary)
+    if args.json:
+        from edgeseg.cli._format import print_json
+
+        print_json(summary)
+    else:
+        m = res.mean
+        print(f"{cfg.name} on {args.data} (split {split}, n={res.n}, sliding {patch}^3 windows):")
+        print(f"  Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  recall {m['recall']:.4f}  "
+              f"precision {m['precision']:.4f}  HD95 {m['hd95']:.2f} voxels ({m['hd95_undefined']} undefined)")
     return 0
 
 

@@ -6,6 +6,11 @@ needs) and OUT/history.json|csv. Multi-process: torchrun --nproc_per_node N -m e
 Examples:
   edgeseg train --model ultralightunet-s --data data/kvasir-seg --epochs 100 --out runs/uls
   edgeseg train --model ultralightunet-t --data synthetic --epochs 5 --img-size 96 --out runs/t
+  edgeseg train --model ultralightunet3d-s --data Task09_Spleen --intensity-clip=-100,240 --img-size 96
+
+3D models train on cubic patches of side --img-size drawn from a Medical Segmentation Decathlon folder
+(dataset.json, imagesTr/, labelsTr/) or from synthetic CT-like phantoms (--data synthetic[:N]), and are
+validated on whole volumes by sliding windows.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val", default=None, help="validation folder or synthetic[:N] (default: the data's val "
                                                "split, else a fixed 10%% hold-out)")
     p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--img-size", type=int, default=None, help="square training size (default: the model's)")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="square training size; for 3D models the cubic patch side (default: the model's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
     p.add_argument("--weight-decay", type=float, default=1e-4)
@@ -40,6 +46,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default=None, help="start from this checkpoint (fine-tuning)")
     p.add_argument("--max-steps", type=int, default=None, help="cap steps per epoch (quick checks)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    vol = p.add_argument_group("3D models")
+    vol.add_argument("--patches-per-case", type=int, default=4, help="patches drawn from each volume per epoch")
+    vol.add_argument("--fg-ratio", type=float, default=0.5, help="share of patches centred on foreground")
+    vol.add_argument("--intensity-clip", default=None, metavar="LO,HI",
+                     help="fixed intensity window, e.g. --intensity-clip=-100,240 for abdominal CT (default: 0.5-99.5 percentiles)")
+    vol.add_argument("--sw-overlap", type=float, default=0.25, help="sliding-window overlap for validation")
+
+
+def _window(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--intensity-clip wants LO,HI (e.g. -100,240), got {text!r}") from None
+    if not lo < hi:
+        raise ValueError(f"--intensity-clip: LO must be below HI, got {text!r}")
+    return lo, hi
 
 
 def main(args: argparse.Namespace) -> int:
@@ -57,7 +81,8 @@ def main(args: argparse.Namespace) -> int:
         num_classes=args.num_classes, mask_mode="binary" if args.num_classes == 1 else "labels",
         multiscale=not args.no_multiscale, augment=not args.no_augment, compile=args.compile,
         channels_last=not args.no_channels_last, init=args.init, max_steps_per_epoch=args.max_steps,
-        progress=not args.no_progress,
+        progress=not args.no_progress, patches_per_case=args.patches_per_case, fg_ratio=args.fg_ratio,
+        intensity_clip=_window(args.intensity_clip), sw_overlap=args.sw_overlap,
     )
     res = train(cfg)
     b = res.best

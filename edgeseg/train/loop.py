@@ -69,6 +69,10 @@ class TrainConfig:
         synthetic_train: synthetic training samples when data is "synthetic".
         progress: show a progress bar.
         max_steps_per_epoch: cap on steps per epoch (for quick checks; None = full epochs).
+        patches_per_case: 3D only: random patches drawn from each training volume per epoch.
+        fg_ratio: 3D only: share of those patches centred on a foreground voxel.
+        intensity_clip: 3D only: fixed intensity window (e.g. (-100, 240) for CT); default: percentiles.
+        sw_overlap: 3D only: overlap of the sliding windows that validate whole volumes.
     """
 
     model: str
@@ -100,6 +104,10 @@ class TrainConfig:
     synthetic_train: int = 400
     progress: bool = True
     max_steps_per_epoch: int | None = None
+    patches_per_case: int = 4
+    fg_ratio: float = 0.5
+    intensity_clip: tuple[float, float] | None = None
+    sw_overlap: float = 0.25
 
     def check(self) -> None:
         """Raise ValueError for settings that cannot work, saying what to use instead."""
@@ -107,8 +115,13 @@ class TrainConfig:
             raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.img_size < 32 or self.img_size % 32:
-            raise ValueError(f"--img-size must be a positive multiple of 32, got {self.img_size}")
+        if self.img_size < 16:
+            raise ValueError(f"--img-size must be at least 16 (and a multiple of the model's stride), "
+                             f"got {self.img_size}")
+        if self.patches_per_case < 1:
+            raise ValueError(f"--patches-per-case must be >= 1, got {self.patches_per_case}")
+        if not 0.0 <= self.fg_ratio <= 1.0:
+            raise ValueError(f"--fg-ratio must be in [0, 1], got {self.fg_ratio}")
         if not self.lr > 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if self.device not in ("cpu", "cuda", "auto"):
@@ -228,24 +241,47 @@ def _progress(total: int, desc: str, enabled: bool):
                 mininterval=0.5 if sys.stderr.isatty() else 30.0)
 
 
-def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train ``cfg.model`` as ``cfg`` says; returns where the checkpoints are and the best metrics.
+@dataclass
+class _Run:
+    """The pieces every training loop (2D images, 3D volumes) shares: process layout, model, optimiser,
+    schedule, restored state and where checkpoints go."""
 
-    Raises:
-        ValueError / FileNotFoundError: bad settings or data (one-line messages), or ``--resume`` of a run
-            of another model.
+    cfg: TrainConfig
+    device: torch.device
+    use_cuda: bool
+    world: int
+    rank: int
+    distributed: bool
+    out: Path
+    model: torch.nn.Module
+    model_kwargs: dict[str, Any]
+    train_model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: Any
+    loss_fn: Callable
+    loss_name: str
+    steps_per_epoch: int
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"val_dice": -1.0})
+    elapsed: float = 0.0
 
-    Examples:
-        >>> res = train(TrainConfig("ultralightunet-t", data="synthetic", epochs=3, img_size=96, out="runs/t"))
-        >>> res.best["val_dice"]
-    """
-    from edgeseg.models import create_model, get_model_cfg
+    @property
+    def main_proc(self) -> bool:
+        return self.rank == 0
 
-    cfg.check()
-    mcfg = get_model_cfg(cfg.model)
-    if mcfg.spatial_dims != 2:
-        raise ValueError(f"{cfg.model} is a 3D model; `edgeseg train` trains 2D image models "
-                         "(use edgeseg.data.volumes for NIfTI patch training from Python)")
+    @property
+    def best_path(self) -> Path:
+        return self.out / "best.pt"
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pt"
+
+
+def _start_process(cfg: TrainConfig) -> tuple[int, int, int, bool, bool, torch.device]:
+    """(world, rank, local_rank, distributed, use_cuda, device); joins the process group under torchrun."""
     world, rank, local_rank = _dist_info()
     distributed = world > 1
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
@@ -260,13 +296,161 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    return world, rank, local_rank, distributed, use_cuda, device
+
+
+def _prepare(cfg: TrainConfig, mcfg, model_kwargs: dict[str, Any], n_train_items: int, proc: tuple,
+             channels_last: bool) -> _Run:
+    """Build the model (optionally from ``--init``), optimiser, schedule, AMP scaler; restore ``--resume``."""
+    from edgeseg.models import create_model
+
+    world, rank, local_rank, distributed, use_cuda, device = proc
     main_proc = rank == 0
     out = Path(cfg.out)
     if main_proc:
         out.mkdir(parents=True, exist_ok=True)
-    last_path, best_path = out / "last.pt", out / "best.pt"
+    resume_ckpt = load_resume_state(out / "last.pt", cfg.model) if cfg.resume else None
+    model = create_model(cfg.model, **model_kwargs)
+    if cfg.init:
+        from edgeseg.weights import load_weights
 
-    resume_ckpt = load_resume_state(last_path, cfg.model) if cfg.resume else None
+        load_weights(model, cfg.init, expected_model=cfg.model)
+        if main_proc:
+            _log(f"initialised from {cfg.init}")
+    elif main_proc and resume_ckpt is None:
+        _log(f"{cfg.model}: starting from random initialisation")
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last if mcfg.spatial_dims == 2 else torch.channels_last_3d)
+    loss_name = cfg.loss or default_loss(cfg.num_classes, mcfg.spatial_dims)
+    steps_per_epoch = max(1, (n_train_items // world) // cfg.batch_size)
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_lambda(s, total_steps, warmup, cfg.min_lr_ratio))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and cfg.amp)
+    run = _Run(cfg, device, use_cuda, world, rank, distributed, out, model, model_kwargs, model, opt, sched,
+               scaler, get_loss(loss_name), loss_name, steps_per_epoch)
+    if resume_ckpt is not None:
+        st = resume_ckpt["train_state"]
+        model.load_state_dict(resume_ckpt["state_dict"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        if st.get("scaler"):
+            scaler.load_state_dict(st["scaler"])
+        torch.set_rng_state(st["torch_rng"])
+        run.start_epoch, run.history, run.best, run.elapsed = (st["epoch"], st["history"], st["best"],
+                                                               st["elapsed_s"])
+        if main_proc:
+            _log(f"resuming {run.last_path} after epoch {run.start_epoch} "
+                 f"(best val Dice {run.best['val_dice']:.4f})")
+        if run.start_epoch >= cfg.epochs and main_proc:
+            _log(f"nothing to do: the run already has {run.start_epoch} epochs (raise --epochs to train longer)")
+    if cfg.compile:
+        run.train_model = torch.compile(model)
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # find_unused_parameters: heads that the forward pass skips (e.g. deep-supervision heads) get no
+        # gradient, which DDP otherwise treats as an error
+        run.train_model = DistributedDataParallel(run.train_model, device_ids=[local_rank] if use_cuda else None,
+                                                  find_unused_parameters=True)
+    return run
+
+
+def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, epoch: int) -> float:
+    """One optimisation step (forward, loss, backward, clip, AdamW, schedule); returns the loss."""
+    cfg = run.cfg
+    with torch.autocast("cuda", enabled=run.use_cuda and cfg.amp):
+        loss, _ = compute_loss(run.train_model, x, y, run.loss_fn)
+    run.opt.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if cfg.clip > 0:
+        run.scaler.unscale_(run.opt)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip)
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    run.sched.step()
+    value = loss.item()
+    if not math.isfinite(value):
+        raise ValueError(f"training diverged at epoch {epoch + 1} (loss {value}); lower --lr")
+    return value
+
+
+def _recipe(run: _Run, tspec, vspec, **extra: Any) -> dict[str, Any]:
+    recipe = {**asdict(run.cfg), "loss": run.loss_name, "optimizer": "AdamW", "schedule": "warmup+cosine",
+              "train_data": tspec.to_dict(), "val_data": vspec.to_dict(), "world_size": run.world,
+              "attention_regularizer": attention_regularizer(run.model) is not None, **extra}
+    recipe.pop("resume", None)
+    return recipe
+
+
+def _end_epoch(run: _Run, epoch: int, row: dict[str, Any], res, t_ep: float, n_val: int,
+               preprocessing: dict[str, Any], recipe: dict[str, Any],
+               on_epoch: Callable[[dict[str, Any]], None] | None) -> None:
+    """Rank 0: record validation ``res``, write best.pt (if improved), last.pt and the history; log a line."""
+    row.update({f"val_{k}": v for k, v in res.mean.items()})
+    run.elapsed += time.perf_counter() - t_ep
+    row["elapsed_s"] = round(run.elapsed, 1)
+    run.history.append(row)
+    metrics = {"val_dice": row["val_dice"], "val_iou": row["val_iou"], "epoch": epoch + 1,
+               "val_n": n_val, "elapsed_s": row["elapsed_s"]}
+    improved = row["val_dice"] > run.best["val_dice"]
+    if improved:
+        run.best = metrics
+        save_checkpoint(build_checkpoint(run.model, run.cfg.model, run.model_kwargs, preprocessing, metrics,
+                                         recipe), run.best_path)
+    ckpt = build_checkpoint(run.model, run.cfg.model, run.model_kwargs, preprocessing, metrics, recipe)
+    ckpt["train_state"] = {"epoch": epoch + 1, "optimizer": run.opt.state_dict(),
+                           "scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(),
+                           "torch_rng": torch.get_rng_state(), "history": run.history, "best": run.best,
+                           "elapsed_s": run.elapsed}
+    save_checkpoint(ckpt, run.last_path)
+    atomic_write_json(run.out / "history.json", run.history)
+    atomic_write_text(run.out / "history.csv", _history_csv(run.history))
+    _log(f"epoch {epoch + 1}/{run.cfg.epochs}  loss {row['loss']:.4f}  val Dice {row['val_dice']:.4f}  "
+         f"IoU {row['val_iou']:.4f}  {row['images_per_s']:.1f} {row.get('unit', 'img')}/s  "
+         f"{row['train_s']:.0f}+{row['val_s']:.0f} s" + ("  *best" if improved else ""))
+    if on_epoch is not None:
+        on_epoch(row)
+
+
+def _finish(run: _Run) -> TrainResult:
+    if run.distributed:
+        torch.distributed.destroy_process_group()
+    return TrainResult(run.out, run.best_path, run.last_path, run.best, run.history)
+
+
+def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train ``cfg.model`` as ``cfg`` says; returns where the checkpoints are and the best metrics.
+
+    3D models (``spatial_dims == 3``) train on volume patches (see :mod:`edgeseg.train.volume_loop`).
+
+    Raises:
+        ValueError / FileNotFoundError: bad settings or data (one-line messages), or ``--resume`` of a run
+            of another model.
+
+    Examples:
+        >>> res = train(TrainConfig("ultralightunet-t", data="synthetic", epochs=3, img_size=96, out="runs/t"))
+        >>> res.best["val_dice"]
+    """
+    from edgeseg.models import get_model_cfg
+
+    cfg.check()
+    mcfg = get_model_cfg(cfg.model)
+    if cfg.img_size % mcfg.divisible_by:
+        raise ValueError(f"--img-size {cfg.img_size} does not suit {cfg.model}: it must be a multiple of "
+                         f"{mcfg.divisible_by}")
+    if mcfg.spatial_dims == 3:
+        from edgeseg.train.volume_loop import train_volumes
+
+        return train_volumes(cfg, mcfg, on_epoch)
+    proc = _start_process(cfg)
+    world, rank = proc[0], proc[1]
+    main_proc = rank == 0
     color = "gray" if mcfg.in_channels == 1 else "rgb"
     t0 = time.perf_counter()
     train_ds, val_ds, tspec, vspec = open_train_val(cfg.data, cfg.val, cfg.img_size, cfg.mask_mode, color,
@@ -281,61 +465,9 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
              f"({vspec.source}, split {vspec.split}), loaded in {time.perf_counter() - t0:.1f} s")
 
     model_kwargs = {"num_classes": cfg.num_classes, "in_channels": mcfg.in_channels}
-    model = create_model(cfg.model, **model_kwargs)
-    if cfg.init:
-        from edgeseg.weights import load_weights
-
-        load_weights(model, cfg.init, expected_model=cfg.model)
-        if main_proc:
-            _log(f"initialised from {cfg.init}")
-    elif main_proc and resume_ckpt is None:
-        _log(f"{cfg.model}: starting from random initialisation")
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    loss_name = cfg.loss or default_loss(cfg.num_classes, mcfg.spatial_dims)
-    loss_fn = get_loss(loss_name)
-    steps_per_epoch = max(1, (imgs.shape[0] // world) // cfg.batch_size)
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_lambda(s, total_steps, warmup, cfg.min_lr_ratio))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and cfg.amp)
-
+    run = _prepare(cfg, mcfg, model_kwargs, imgs.shape[0], proc, cfg.channels_last)
     preprocessing = preprocessing_dict((cfg.img_size, cfg.img_size), mcfg.mean, mcfg.std, color)
-    recipe = {**asdict(cfg), "loss": loss_name, "optimizer": "AdamW", "schedule": "warmup+cosine",
-              "train_data": tspec.to_dict(), "val_data": vspec.to_dict(), "world_size": world,
-              "scales": list(MULTISCALE) if cfg.multiscale else [1.0],
-              "attention_regularizer": attention_regularizer(model) is not None}
-    recipe.pop("resume", None)
-    start_epoch, history, best, elapsed = 0, [], {"val_dice": -1.0}, 0.0
-    if resume_ckpt is not None:
-        st = resume_ckpt["train_state"]
-        model.load_state_dict(resume_ckpt["state_dict"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        if st.get("scaler"):
-            scaler.load_state_dict(st["scaler"])
-        torch.set_rng_state(st["torch_rng"])
-        start_epoch, history, best, elapsed = st["epoch"], st["history"], st["best"], st["elapsed_s"]
-        if main_proc:
-            _log(f"resuming {last_path} after epoch {start_epoch} (best val Dice {best['val_dice']:.4f})")
-        if start_epoch >= cfg.epochs and main_proc:
-            _log(f"nothing to do: the run already has {start_epoch} epochs (raise --epochs to train longer)")
-
-    train_model = model
-    if cfg.compile:
-        train_model = torch.compile(model)
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # find_unused_parameters: heads that the forward pass skips (e.g. deep-supervision heads) get no
-        # gradient, which DDP otherwise treats as an error
-        train_model = DistributedDataParallel(train_model, device_ids=[local_rank] if use_cuda else None,
-                                              find_unused_parameters=True)
+    recipe = _recipe(run, tspec, vspec, scales=list(MULTISCALE) if cfg.multiscale else [1.0])
     mean = torch.tensor(mcfg.mean[: mcfg.in_channels]).view(1, -1, 1, 1)
     std = torch.tensor(mcfg.std[: mcfg.in_channels]).view(1, -1, 1, 1)
     augment = None
@@ -343,31 +475,19 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
         augment = BatchAugment(scales=MULTISCALE if cfg.multiscale else (1.0,)) if cfg.augment else \
             BatchAugment(0, 0, 0, 0, MULTISCALE)
 
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
+    for epoch in range(run.start_epoch, cfg.epochs):
+        run.model.train()
         t_ep = time.perf_counter()
         it = _batches(imgs, masks, cfg, epoch, rank, world, mean, std, augment)
         if cfg.workers >= 1:
             it = _prefetch(it)
-        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and main_proc)
+        bar = _progress(run.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and main_proc)
         loss_sum, seen = 0.0, 0
         for x, y in it:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", enabled=use_cuda and cfg.amp):
-                loss, _ = compute_loss(train_model, x, y, loss_fn)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.clip > 0:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            if not math.isfinite(loss.item()):
-                raise ValueError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr")
-            loss_sum += loss.item() * x.shape[0]
+            loss_sum += _step(run, x, y, epoch) * x.shape[0]
             seen += x.shape[0]
             if bar is not None:
                 bar.update(1)
@@ -377,42 +497,17 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
             bar.close()
         train_s = time.perf_counter() - t_ep
         row: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / max(1, seen),
-                               "lr": sched.get_last_lr()[0], "train_s": round(train_s, 2),
+                               "lr": run.sched.get_last_lr()[0], "train_s": round(train_s, 2),
                                "images_per_s": round(seen * world / train_s, 2)}
         if main_proc:
             t_val = time.perf_counter()
-            res = evaluate_pairs(model, val_pairs, preprocessing, cfg.num_classes, batch_size=16,
-                                 device=device, ids=val_ds.ids, channels_last=cfg.channels_last)
-            row.update({f"val_{k}": v for k, v in res.mean.items()})
+            res = evaluate_pairs(run.model, val_pairs, preprocessing, cfg.num_classes, batch_size=16,
+                                 device=run.device, ids=val_ds.ids, channels_last=cfg.channels_last)
             row["val_s"] = round(time.perf_counter() - t_val, 2)
-            elapsed += time.perf_counter() - t_ep
-            row["elapsed_s"] = round(elapsed, 1)
-            history.append(row)
-            metrics = {"val_dice": row["val_dice"], "val_iou": row["val_iou"], "epoch": epoch + 1,
-                       "val_n": len(val_ds), "elapsed_s": row["elapsed_s"]}
-            improved = row["val_dice"] > best["val_dice"]
-            if improved:
-                best = metrics
-                save_checkpoint(build_checkpoint(model, cfg.model, model_kwargs, preprocessing, best, recipe),
-                                best_path)
-            ckpt = build_checkpoint(model, cfg.model, model_kwargs, preprocessing, metrics, recipe)
-            ckpt["train_state"] = {"epoch": epoch + 1, "optimizer": opt.state_dict(),
-                                   "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                                   "torch_rng": torch.get_rng_state(), "history": history, "best": best,
-                                   "elapsed_s": elapsed}
-            save_checkpoint(ckpt, last_path)
-            atomic_write_json(out / "history.json", history)
-            atomic_write_text(out / "history.csv", _history_csv(history))
-            _log(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['loss']:.4f}  val Dice {row['val_dice']:.4f}  "
-                 f"IoU {row['val_iou']:.4f}  {row['images_per_s']:.1f} img/s  {train_s:.0f}+{row['val_s']:.0f} s"
-                 + ("  *best" if improved else ""))
-            if on_epoch is not None:
-                on_epoch(row)
-        if distributed:
+            _end_epoch(run, epoch, row, res, t_ep, len(val_ds), preprocessing, recipe, on_epoch)
+        if run.distributed:
             torch.distributed.barrier()
-    if distributed:
-        torch.distributed.destroy_process_group()
-    return TrainResult(out, best_path, last_path, best, history)
+    return _finish(run)
 
 
 def _history_csv(history: list[dict[str, Any]]) -> str:
