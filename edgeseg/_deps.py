@@ -60,3 +60,23 @@ def require(module: str, what: str = "") -> ModuleType:
     except ImportError as exc:
         root = (exc.name or module).split(".")[0]
         raise MissingDependencyError(missing_message(root, what)) from exc
+
+
+def quiet_third_party_logs() -> None:
+    """Silence start-up chatter of the converter stacks that says nothing about the user's job.
+
+    TensorFlow's C++ INFO lines (oneDNN notice, op counts), torchao's "Failed to load <CUDA kernel .so>"
+    warnings on CPU-only machines and torch's pytree deprecation notices. Environment variables are only set
+    when the user has not set them, so ``TF_CPP_MIN_LOG_LEVEL=0`` still brings everything back; errors are
+    never hidden.
+    """
+    import logging
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow C++: warnings and errors only
+    if os.environ.get("EDGESEG_DEBUG"):
+        return
+    for name in ("torchao", "torch.utils._pytree"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.ERROR)

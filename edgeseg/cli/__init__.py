@@ -54,6 +54,9 @@ def _fail(msg: str, code: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edgeseg`` console script."""
+    from edgeseg._deps import quiet_third_party_logs
+
+    quiet_third_party_logs()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_main", None):
