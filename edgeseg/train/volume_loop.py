@@ -186,7 +186,8 @@ def train_volumes(cfg: TrainConfig, mcfg, on_epoch: Callable[[dict[str, Any]], N
                          "lower --batch-size")
     run = _prepare(cfg, mcfg, model_kwargs, n_items, proc, channels_last=False)
     preprocessing = volume_preprocessing(cfg.img_size, cfg.intensity_clip)
-    recipe = _recipe(run, tspec, vspec, patch_size=[cfg.img_size] * 3)
+    recipe = _recipe(run, tspec, vspec, patch_size=[cfg.img_size] * 3, multiscale=False, channels_last=False,
+                     workers=0)
 
     for epoch in range(run.start_epoch, cfg.epochs):
         run.model.train()
