@@ -86,6 +86,14 @@ def test_3d_train_and_evaluate_on_an_msd_folder(tmp_path, capsys):
     best = read_checkpoint(tmp_path / "run" / "best.pt")["metrics"]
     assert out["dice"] == pytest.approx(best["val_dice"], abs=1e-6)  # the same numbers as training's validation
     assert (tmp_path / "eval" / "per_case.csv").read_text().count("\n") == 2
+    # predict is for 2D images: a 3D checkpoint is refused with a pointer to evaluate
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "frame.png")
+    rc = cli(["predict", "--weights", str(tmp_path / "run" / "best.pt"), "--input", str(tmp_path / "frame.png"),
+              "--out", str(tmp_path / "pred")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc != 0 and "3D model" in err and "edgeseg evaluate" in err, err
 
 
 def test_3d_cli_errors_are_one_line(tmp_path, capsys):

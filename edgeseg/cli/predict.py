@@ -180,6 +180,10 @@ def main(args: argparse.Namespace) -> int:
     kind, files = _inputs(Path(args.input))
     out = check_writable_dir(args.out)
     with _open_runner(args) as runner:
+        if runner.manifest.inputs[0].layout == "ncdhw":
+            raise ValueError(f"{runner.manifest.model or args.weights or args.model} is a 3D model and predict "
+                             "segments 2D images and videos; evaluate volumes with `edgeseg evaluate --weights "
+                             "CKPT --data MSD_FOLDER`")
         if kind == "video":
             rows = _predict_video(runner, files[0], out, args)
         else:
