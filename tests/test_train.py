@@ -107,6 +107,26 @@ def test_resume_continues_exactly(tmp_path):
     assert [r["loss"] for r in full.history] == [r["loss"] for r in resumed.history]
 
 
+def test_compile_failure_on_the_first_step_falls_back_to_eager(tmp_path, monkeypatch, capsys):
+    # a compiled model whose kernels fail to build (as torch 2.13's inductor does for ultralightunet-s with
+    # 2 CPU threads): the run goes on eager, with the same training losses as an eager run, and says so
+    class Broken(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *a, **k):
+            raise UnboundLocalError("cannot access local variable 'buf88' where it is not associated with a value")
+
+    monkeypatch.setattr(torch, "compile", lambda m, **k: Broken(m))
+    fell_back = train(_tiny(tmp_path / "c", compile=True))
+    eager = train(_tiny(tmp_path / "e"))
+    assert [r["loss"] for r in fell_back.history] == [r["loss"] for r in eager.history]
+    recipe = read_checkpoint(fell_back.last_path)["recipe"]
+    assert recipe["compile"] is False and "buf88" in recipe["compile_error"]
+    assert "torch.compile failed on the first training step (UnboundLocalError" in capsys.readouterr().err
+
+
 def test_resume_refuses_another_models_checkpoint(tmp_path):
     train(_tiny(tmp_path, epochs=1))
     with pytest.raises(ValueError, match="checkpoint is for model 'ultralightunet-t', not 'ultralightunet-s'"):

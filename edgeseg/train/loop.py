@@ -266,6 +266,9 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=lambda: {"val_dice": -1.0})
     elapsed: float = 0.0
+    # None until the first step of a --compile run has gone through; then "" (compiled fine) or the error that
+    # made the run fall back to eager mode
+    compile_error: str | None = None
 
     @property
     def main_proc(self) -> bool:
@@ -349,25 +352,52 @@ def _prepare(cfg: TrainConfig, mcfg, model_kwargs: dict[str, Any], n_train_items
                  f"(best val Dice {run.best['val_dice']:.4f})")
         if run.start_epoch >= cfg.epochs and main_proc:
             _log(f"nothing to do: the run already has {run.start_epoch} epochs (raise --epochs to train longer)")
-    if cfg.compile:
-        run.train_model = torch.compile(model)
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # find_unused_parameters: heads that the forward pass skips (e.g. deep-supervision heads) get no
-        # gradient, which DDP otherwise treats as an error
-        run.train_model = DistributedDataParallel(run.train_model, device_ids=[local_rank] if use_cuda else None,
-                                                  find_unused_parameters=True)
+    run.train_model = _wrap(run, torch.compile(model) if cfg.compile else model, local_rank)
     return run
+
+
+def _wrap(run: _Run, model: torch.nn.Module, local_rank: int) -> torch.nn.Module:
+    if not run.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    # find_unused_parameters: heads that the forward pass skips (e.g. deep-supervision heads) get no
+    # gradient, which DDP otherwise treats as an error
+    return DistributedDataParallel(model, device_ids=[local_rank] if run.use_cuda else None,
+                                   find_unused_parameters=True)
+
+
+def _forward_backward(run: _Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with torch.autocast("cuda", enabled=run.use_cuda and run.cfg.amp):
+        loss, _ = compute_loss(run.train_model, x, y, run.loss_fn)
+    run.opt.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    return loss
 
 
 def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, epoch: int) -> float:
     """One optimisation step (forward, loss, backward, clip, AdamW, schedule); returns the loss."""
     cfg = run.cfg
-    with torch.autocast("cuda", enabled=run.use_cuda and cfg.amp):
-        loss, _ = compute_loss(run.train_model, x, y, run.loss_fn)
-    run.opt.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
+    if cfg.compile and run.compile_error is None:
+        # torch.compile builds the kernels on the first forward and backward; an inductor failure there (e.g.
+        # torch 2.13's CPU codegen bug "cannot access local variable 'bufNN'" that this model hits with 2
+        # threads) should cost the speed-up, not the run. Nothing has been stepped yet, so retrying eager is
+        # safe (only BatchNorm's running statistics saw this batch once more).
+        try:
+            loss = _forward_backward(run, x, y)
+            run.compile_error = ""
+        except Exception as e:  # noqa: BLE001 - any compiler failure; re-raised below when not one
+            if isinstance(e, (KeyboardInterrupt, torch.cuda.OutOfMemoryError)):
+                raise
+            msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            run.compile_error = msg
+            if run.rank == 0:
+                _log(f"WARNING: torch.compile failed on the first training step ({msg}); "
+                     "training continues without --compile (eager mode)")
+            run.train_model = _wrap(run, run.model, run.device.index or 0)
+            loss = _forward_backward(run, x, y)
+    else:
+        loss = _forward_backward(run, x, y)
     if cfg.clip > 0:
         run.scaler.unscale_(run.opt)
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip)
@@ -398,6 +428,8 @@ def _end_epoch(run: _Run, epoch: int, row: dict[str, Any], res, t_ep: float, n_v
     run.history.append(row)
     metrics = {"val_dice": row["val_dice"], "val_iou": row["val_iou"], "epoch": epoch + 1,
                "val_n": n_val, "elapsed_s": row["elapsed_s"]}
+    if run.compile_error:  # the recipe says what the run really did
+        recipe.update(compile=False, compile_error=run.compile_error)
     improved = row["val_dice"] > run.best["val_dice"]
     if improved:
         run.best = metrics

@@ -129,8 +129,16 @@ def main(argv: list[str] | None = None) -> None:
             it = _memory_batches(imgs, masks, args.batch_size)
             if "prefetch" in setting:
                 it = _prefetch(it)
-        ips, ipc, first = measure(args.model, it, args.steps, args.warmup, cl, "compile" in setting)
         load = os.getloadavg()[0]
+        try:
+            ips, ipc, first = measure(args.model, it, args.steps, args.warmup, cl, "compile" in setting)
+        except Exception as e:  # noqa: BLE001 - a compiler failure is a result to report, not a crash
+            if "compile" not in setting:
+                raise
+            print(f"{args.model} {args.img_size}x{args.img_size} batch {args.batch_size} threads {args.threads} "
+                  f"{setting:22s} FAILED: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}",
+                  flush=True)
+            continue
         print(f"{args.model} {args.img_size}x{args.img_size} batch {args.batch_size} threads {args.threads} "
               f"{setting:22s} {ips:6.2f} img/s wall  {ipc:6.2f} img/CPU-s  (first step {first:.1f} s, "
               f"load {load:.1f})", flush=True)

@@ -26,8 +26,19 @@ import torch
 
 from edgeseg.data.sources import DataSpec, _is_synthetic, _synthetic_n
 from edgeseg.train.evaluate import case_metrics, summarise
-from edgeseg.train.loop import (TrainConfig, TrainResult, _end_epoch, _epoch_seed, _finish, _log, _prepare,
-                                _progress, _recipe, _start_process, _step)
+from edgeseg.train.loop import (
+    TrainConfig,
+    TrainResult,
+    _end_epoch,
+    _epoch_seed,
+    _finish,
+    _log,
+    _prepare,
+    _progress,
+    _recipe,
+    _start_process,
+    _step,
+)
 
 SYNTHETIC_TRAIN_VOLUMES = 16
 SYNTHETIC_VAL_VOLUMES = 4
