@@ -114,3 +114,22 @@ def test_apps_do_not_reach_back_into_the_cli():
                   "assert not any(m.startswith('edgeseg.cli') for m in sys.modules), 'edgeseg.cli imported'\n"
                   "print('ok')")
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+def test_cli_output_cut_short_by_the_reader_is_not_an_error(monkeypatch, capsys):
+    # `edgeseg models --format json | head -c 10`: the pipe closes while we write
+    from edgeseg.cli import main
+
+    class ClosedPipe:
+        def write(self, _):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            raise ValueError("no file descriptor")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["models", "--format", "json"]) == 1
+    assert capsys.readouterr().err == ""

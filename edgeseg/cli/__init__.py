@@ -68,6 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._main(args) or 0)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except BrokenPipeError:
+        # whoever read stdout stopped reading (`edgeseg evaluate --json | head`): nothing to report; point
+        # stdout at /dev/null so that the interpreter's final flush does not fail again
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 1
     except ImportError as exc:
         from edgeseg._deps import MissingDependencyError, missing_message
 
