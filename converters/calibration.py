@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg._errors import first_line
 from runtimes.manifest import Preprocessing
 
 DEFAULT_CALIB_SIZE = 300
@@ -101,7 +102,7 @@ def check_source(source: str | Path) -> None:
     try:
         pairs = find_pairs(root)
     except (ValueError, FileNotFoundError) as exc:
-        raise ValueError(f"no usable calibration images in {root}: {str(exc).splitlines()[0]}") from None
+        raise ValueError(f"no usable calibration images in {root}: {first_line(exc)}") from None
     if not pairs:
         raise ValueError(f"no usable calibration images in {root}")
 
@@ -157,7 +158,7 @@ def load_images(
         try:
             train, val, tspec, vspec = open_train_val(str(root), None, size[0], color=preprocessing.color)
         except (ValueError, FileNotFoundError) as exc:
-            raise ValueError(f"no usable calibration images in {root}: {str(exc).splitlines()[0]}") from None
+            raise ValueError(f"no usable calibration images in {root}: {first_line(exc)}") from None
         ds, spec = (train, tspec) if role == "calibration" else (val, vspec)
         if len(ds) == 0:
             raise ValueError(f"no usable {role} images in {root} (split {spec.split!r} is empty)")

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg._errors import first_line
 from edgeseg.metrics import dice, mask_agreement
 from runtimes.manifest import Postprocessing
 
@@ -148,7 +149,7 @@ def verify_artifact(
             manifest = rt.manifest
             info = rt.info()
     except (RuntimeError, ValueError) as exc:  # e.g. a delegate that cannot prepare the graph
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 300)
         raise ValueError(
             f"the converted {precision} artifact does not run in its runtime ({first}); "
             "it was not kept (convert with --no-verify to keep it anyway)"

@@ -139,8 +139,9 @@ class LiteRTRuntime(Runtime):
             self._interp = mod.Interpreter(**kwargs)
             self._interp.allocate_tensors()
         except ValueError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "ValueError"
-            raise ValueError(f"{self.artifact}: LiteRT cannot load this model ({first[:300]})") from None
+            from edgeseg._errors import first_line
+
+            raise ValueError(f"{self.artifact}: LiteRT cannot load this model ({first_line(exc, 300)})") from None
         self._in = self._interp.get_input_details()[0]
         self._out = self._interp.get_output_details()[0]
         if self.manifest is not None:

@@ -122,19 +122,19 @@ class OpenVINORuntime(Runtime):
         core = ov.Core()
         if self.options.get("cache_dir"):
             core.set_property({"CACHE_DIR": str(self.options["cache_dir"])})
+        from edgeseg._errors import first_line
+
         config = self._config()
         try:
             model = core.read_model(str(path))
         except Exception as exc:  # openvino raises RuntimeError subclasses with long messages
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{path}: OpenVINO cannot read this model ({first[:300]})") from None
+            raise ValueError(f"{path}: OpenVINO cannot read this model ({first_line(exc, 300)})") from None
         device = self._device.upper()
         try:
             self._compiled = core.compile_model(model, device, config)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DeviceNotAvailableError(
-                f"OpenVINO could not compile {path.name} for {device} with {config} ({first[:300]})"
+                f"OpenVINO could not compile {path.name} for {device} with {config} ({first_line(exc, 300)})"
             ) from None
         self._request = self._compiled.create_infer_request()
         self._config_used = config

@@ -147,8 +147,9 @@ class OnnxRuntime(Runtime):
         try:
             self._session = ort.InferenceSession(str(self.artifact), sess_options=so, **kwargs)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{self.artifact}: onnxruntime cannot load this model ({first[:300]})") from None
+            from edgeseg._errors import first_line
+
+            raise ValueError(f"{self.artifact}: onnxruntime cannot load this model ({first_line(exc, 300)})") from None
         active = self._session.get_providers()
         wanted = providers[0]
         if wanted not in active:

@@ -131,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (ValueError, FileNotFoundError, ImportError, OSError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"edgeseg demo: error: {msg}", file=sys.stderr)
+        from edgeseg._errors import first_line
+
+        print(f"edgeseg demo: error: {first_line(exc)}", file=sys.stderr)
         return 2

@@ -98,9 +98,11 @@ class Segmenter:
             except ValueError:
                 raise
             except Exception as exc:  # a backend error here means the file and its manifest disagree
+                from edgeseg._errors import first_line
+
                 raise ValueError(
                     f"{self.runtime.artifact}: the model fails on the manifest's input "
-                    f"{list(x.shape)} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                    f"{list(x.shape)} ({type(exc).__name__}: {first_line(exc, 200)}); "
                     "the artifact and its manifest do not match, re-export it"
                 ) from None
             ms = (time.perf_counter() - t0) * 1e3

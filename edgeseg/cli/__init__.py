@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from edgeseg import __version__
+from edgeseg._errors import first_line
 
 # Listing order in --help; discovered modules not named here follow alphabetically.
 _ORDER = ["models", "info", "devices", "train", "evaluate", "predict", "convert", "bench", "demo"]
@@ -80,10 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edgeseg._deps import MissingDependencyError, missing_message
 
         if isinstance(exc, MissingDependencyError) or not exc.name:
-            return _fail(str(exc).strip().splitlines()[0], 2)
+            return _fail(first_line(exc), 2)
         return _fail(missing_message(exc.name, f"`edgeseg {args.command}`"), 2)
     except (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-        return _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, 2)
+        return _fail(first_line(exc), 2)
     except OSError as exc:
         return _fail(f"{type(exc).__name__}: {exc}", 2)
     except Exception as exc:  # a bug: still one line, with the way to see more

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgeseg._errors import first_line
 from edgeseg._io import atomic_write_json, atomic_write_text
 from edgeseg.data.sources import open_train_val
 from edgeseg.data.transforms import MULTISCALE, BatchAugment, preprocessing_dict
@@ -307,7 +308,7 @@ def _prepare(cfg: TrainConfig, mcfg, model_kwargs: dict[str, Any], n_train_items
     """Build the model (optionally from ``--init``), optimiser, schedule, AMP scaler; restore ``--resume``."""
     from edgeseg.models import create_model
 
-    world, rank, local_rank, distributed, use_cuda, device = proc
+    world, rank, _, distributed, use_cuda, device = proc
     main_proc = rank == 0
     out = Path(cfg.out)
     if main_proc:
@@ -352,18 +353,19 @@ def _prepare(cfg: TrainConfig, mcfg, model_kwargs: dict[str, Any], n_train_items
                  f"(best val Dice {run.best['val_dice']:.4f})")
         if run.start_epoch >= cfg.epochs and main_proc:
             _log(f"nothing to do: the run already has {run.start_epoch} epochs (raise --epochs to train longer)")
-    run.train_model = _wrap(run, torch.compile(model) if cfg.compile else model, local_rank)
+    run.train_model = _wrap(run, torch.compile(model) if cfg.compile else model)
     return run
 
 
-def _wrap(run: _Run, model: torch.nn.Module, local_rank: int) -> torch.nn.Module:
+def _wrap(run: _Run, model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` as the training step calls it: under DDP when the run is distributed."""
     if not run.distributed:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     # find_unused_parameters: heads that the forward pass skips (e.g. deep-supervision heads) get no
     # gradient, which DDP otherwise treats as an error
-    return DistributedDataParallel(model, device_ids=[local_rank] if run.use_cuda else None,
+    return DistributedDataParallel(model, device_ids=[run.device.index] if run.use_cuda else None,
                                    find_unused_parameters=True)
 
 
@@ -386,15 +388,15 @@ def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, epoch: int) -> float:
         try:
             loss = _forward_backward(run, x, y)
             run.compile_error = ""
-        except Exception as e:  # noqa: BLE001 - any compiler failure; re-raised below when not one
-            if isinstance(e, (KeyboardInterrupt, torch.cuda.OutOfMemoryError)):
+        except Exception as e:  # noqa: BLE001 - inductor/dynamo failures have many types; memory is not one
+            if isinstance(e, torch.cuda.OutOfMemoryError):
                 raise
-            msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            msg = f"{type(e).__name__}: {first_line(e)}"
             run.compile_error = msg
             if run.rank == 0:
                 _log(f"WARNING: torch.compile failed on the first training step ({msg}); "
                      "training continues without --compile (eager mode)")
-            run.train_model = _wrap(run, run.model, run.device.index or 0)
+            run.train_model = _wrap(run, run.model)
             loss = _forward_backward(run, x, y)
     else:
         loss = _forward_backward(run, x, y)

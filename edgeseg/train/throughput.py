@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeseg._errors import first_line
 from edgeseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, normalize
 from edgeseg.train.losses import bce_iou_loss
 
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             if "compile" not in setting:
                 raise
             print(f"{args.model} {args.img_size}x{args.img_size} batch {args.batch_size} threads {args.threads} "
-                  f"{setting:22s} FAILED: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}",
+                  f"{setting:22s} FAILED: {type(e).__name__}: {first_line(e, 160)}",
                   flush=True)
             continue
         print(f"{args.model} {args.img_size}x{args.img_size} batch {args.batch_size} threads {args.threads} "
