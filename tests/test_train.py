@@ -127,6 +127,46 @@ def test_compile_failure_on_the_first_step_falls_back_to_eager(tmp_path, monkeyp
     assert "torch.compile failed on the first training step (UnboundLocalError" in capsys.readouterr().err
 
 
+def test_weight_ema_follows_the_formula():
+    from edgeseg.train.ema import WeightEMA
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = WeightEMA(model, decay=0.9)
+    w0 = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].num_batches_tracked.fill_(7)
+    ema.update(model)  # update 1: decay min(0.9, 2/11)
+    d = 2 / 11
+    assert torch.allclose(ema.module[0].weight, d * w0 + (1 - d) * (w0 + 1.0))
+    assert int(ema.module[1].num_batches_tracked) == 7  # integer buffers are copied, not averaged
+    for _ in range(200):
+        ema.update(model)
+    assert ema.current_decay() == 0.9
+    assert torch.allclose(ema.module[0].weight, w0 + 1.0, atol=1e-6)
+    assert not any(p.requires_grad for p in ema.module.parameters())
+    with pytest.raises(ValueError, match="--ema must be in"):
+        WeightEMA(model, decay=1.0)
+
+
+def test_ema_run_saves_the_average_and_resumes_exactly(tmp_path):
+    full = train(_tiny(tmp_path / "a", epochs=3, ema=0.9))
+    train(_tiny(tmp_path / "b", epochs=1, ema=0.9))
+    resumed = train(dataclasses.replace(_tiny(tmp_path / "b", epochs=3, ema=0.9), resume=True))
+    a, b = read_checkpoint(full.last_path), read_checkpoint(resumed.last_path)
+    for key in ("state_dict",):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
+    raw_a, raw_b = a["train_state"]["model_state_dict"], b["train_state"]["model_state_dict"]
+    assert all(torch.equal(raw_a[k], raw_b[k]) for k in raw_a)
+    assert [r["val_dice"] for r in full.history] == [r["val_dice"] for r in resumed.history]
+    # the saved (validated) weights are the average, not the trained weights
+    assert a["train_state"]["ema"]["updates"] == 3 * 2
+    assert not all(torch.equal(a["state_dict"][k], raw_a[k]) for k in raw_a)
+    assert a["recipe"]["ema"] == 0.9
+    with pytest.raises(ValueError, match="trained with --ema 0.9; resume it with the same --ema"):
+        train(dataclasses.replace(_tiny(tmp_path / "b", epochs=4), resume=True))
+
+
 def test_resume_refuses_another_models_checkpoint(tmp_path):
     train(_tiny(tmp_path, epochs=1))
     with pytest.raises(ValueError, match="checkpoint is for model 'ultralightunet-t', not 'ultralightunet-s'"):

@@ -18,7 +18,8 @@ from edgeseg._io import atomic_path
 from edgeseg.weights import CHECKPOINT_FORMAT, read_checkpoint
 
 
-def _state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s weights as contiguous CPU tensors, unwrapped from DDP and ``torch.compile``."""
     core = getattr(model, "module", model)  # DDP
     core = getattr(core, "_orig_mod", core)  # torch.compile
     # contiguous NCHW copies, so a channels_last training run still loads anywhere
@@ -33,7 +34,7 @@ def build_checkpoint(model: torch.nn.Module, name: str, model_kwargs: dict[str, 
         "format": CHECKPOINT_FORMAT,
         "model": name,
         "model_kwargs": dict(model_kwargs),
-        "state_dict": _state_dict(model),
+        "state_dict": cpu_state_dict(model),
         "preprocessing": dict(preprocessing),
         "metrics": dict(metrics),
         "recipe": dict(recipe),

@@ -1,7 +1,8 @@
 """The training loop behind ``edgeseg train``.
 
 Recipe: AdamW, linear warm-up then cosine decay (per step), gradient clipping at 0.5, AMP on CUDA, loss by
-task (see :mod:`edgeseg.train.losses`), per-epoch validation, the best-by-val-Dice checkpoint kept.
+task (see :mod:`edgeseg.train.losses`), optionally a moving average of the weights (``--ema``, see
+:mod:`edgeseg.train.ema`), per-epoch validation, the best-by-val-Dice checkpoint kept.
 
 The training set is decoded once and held in memory at the training size (uint8), and batches are assembled
 and augmented on tensors (optionally in a background thread), so the step never waits on per-sample Python
@@ -31,7 +32,8 @@ from edgeseg._errors import first_line
 from edgeseg._io import atomic_write_json, atomic_write_text
 from edgeseg.data.sources import open_train_val
 from edgeseg.data.transforms import MULTISCALE, BatchAugment, preprocessing_dict
-from edgeseg.train.checkpoint import build_checkpoint, load_resume_state, save_checkpoint
+from edgeseg.train.checkpoint import build_checkpoint, cpu_state_dict, load_resume_state, save_checkpoint
+from edgeseg.train.ema import WeightEMA
 from edgeseg.train.evaluate import evaluate_pairs
 from edgeseg.train.losses import attention_regularizer, compute_loss, default_loss, get_loss
 
@@ -67,6 +69,8 @@ class TrainConfig:
         compile: ``torch.compile`` the model for training.
         amp: mixed precision on CUDA.
         init: a checkpoint to start from (fine-tuning), or None for random initialisation.
+        ema: decay of an exponential moving average of the weights, which is then what gets validated and
+            saved (0 = off; 0.998 averages over roughly the last 500 steps).
         synthetic_train: synthetic training samples when data is "synthetic".
         progress: show a progress bar.
         max_steps_per_epoch: cap on steps per epoch (for quick checks; None = full epochs).
@@ -102,6 +106,7 @@ class TrainConfig:
     compile: bool = False
     amp: bool = True
     init: str | None = None
+    ema: float = 0.0
     synthetic_train: int = 400
     progress: bool = True
     max_steps_per_epoch: int | None = None
@@ -123,6 +128,8 @@ class TrainConfig:
             raise ValueError(f"--patches-per-case must be >= 1, got {self.patches_per_case}")
         if not 0.0 <= self.fg_ratio <= 1.0:
             raise ValueError(f"--fg-ratio must be in [0, 1], got {self.fg_ratio}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"--ema must be in [0, 1) (e.g. 0.998; 0 = off), got {self.ema}")
         if not self.lr > 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if self.device not in ("cpu", "cuda", "auto"):
@@ -270,6 +277,12 @@ class _Run:
     # None until the first step of a --compile run has gone through; then "" (compiled fine) or the error that
     # made the run fall back to eager mode
     compile_error: str | None = None
+    ema: WeightEMA | None = None
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights that are validated and saved: the moving average under ``--ema``, else the model."""
+        return self.ema.module if self.ema is not None else self.model
 
     @property
     def main_proc(self) -> bool:
@@ -338,9 +351,19 @@ def _prepare(cfg: TrainConfig, mcfg, model_kwargs: dict[str, Any], n_train_items
     scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and cfg.amp)
     run = _Run(cfg, device, use_cuda, world, rank, distributed, out, model, model_kwargs, model, opt, sched,
                scaler, get_loss(loss_name), loss_name, steps_per_epoch)
+    if cfg.ema:
+        run.ema = WeightEMA(model, cfg.ema)
     if resume_ckpt is not None:
         st = resume_ckpt["train_state"]
-        model.load_state_dict(resume_ckpt["state_dict"])
+        saved_ema = resume_ckpt.get("recipe", {}).get("ema", 0.0)
+        if saved_ema != cfg.ema:
+            raise ValueError(f"{run.last_path}: the run was trained with --ema {saved_ema}; resume it with the "
+                             f"same --ema (asked for {cfg.ema})")
+        if run.ema is not None:  # last.pt's weights are the average; the trained ones are in its state
+            model.load_state_dict(st["model_state_dict"])
+            run.ema.load(resume_ckpt["state_dict"], st["ema"])
+        else:
+            model.load_state_dict(resume_ckpt["state_dict"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         if st.get("scaler"):
@@ -406,6 +429,8 @@ def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, epoch: int) -> float:
     run.scaler.step(run.opt)
     run.scaler.update()
     run.sched.step()
+    if run.ema is not None:
+        run.ema.update(run.model)
     value = loss.item()
     if not math.isfinite(value):
         raise ValueError(f"training diverged at epoch {epoch + 1} (loss {value}); lower --lr")
@@ -435,13 +460,15 @@ def _end_epoch(run: _Run, epoch: int, row: dict[str, Any], res, t_ep: float, n_v
     improved = row["val_dice"] > run.best["val_dice"]
     if improved:
         run.best = metrics
-        save_checkpoint(build_checkpoint(run.model, run.cfg.model, run.model_kwargs, preprocessing, metrics,
+        save_checkpoint(build_checkpoint(run.eval_model, run.cfg.model, run.model_kwargs, preprocessing, metrics,
                                          recipe), run.best_path)
-    ckpt = build_checkpoint(run.model, run.cfg.model, run.model_kwargs, preprocessing, metrics, recipe)
+    ckpt = build_checkpoint(run.eval_model, run.cfg.model, run.model_kwargs, preprocessing, metrics, recipe)
     ckpt["train_state"] = {"epoch": epoch + 1, "optimizer": run.opt.state_dict(),
                            "scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(),
                            "torch_rng": torch.get_rng_state(), "history": run.history, "best": run.best,
                            "elapsed_s": run.elapsed}
+    if run.ema is not None:
+        ckpt["train_state"].update(model_state_dict=cpu_state_dict(run.model), ema=run.ema.state())
     save_checkpoint(ckpt, run.last_path)
     atomic_write_json(run.out / "history.json", run.history)
     atomic_write_text(run.out / "history.csv", _history_csv(run.history))
@@ -535,7 +562,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
                                "images_per_s": round(seen * world / train_s, 2)}
         if main_proc:
             t_val = time.perf_counter()
-            res = evaluate_pairs(run.model, val_pairs, preprocessing, cfg.num_classes, batch_size=16,
+            res = evaluate_pairs(run.eval_model, val_pairs, preprocessing, cfg.num_classes, batch_size=16,
                                  device=run.device, ids=val_ds.ids, channels_last=cfg.channels_last)
             row["val_s"] = round(time.perf_counter() - t_val, 2)
             _end_epoch(run, epoch, row, res, t_ep, len(val_ds), preprocessing, recipe, on_epoch)

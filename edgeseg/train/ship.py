@@ -24,7 +24,7 @@ from edgeseg.weights import read_checkpoint
 
 _RECIPE_KEYS = ("epochs", "img_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "min_lr_ratio", "clip",
                 "loss", "optimizer", "schedule", "scales", "augment", "multiscale", "channels_last", "threads",
-                "seed", "world_size", "attention_regularizer")
+                "seed", "world_size", "attention_regularizer", "ema")
 
 
 def _stages(ckpt: dict[str, Any]) -> list[dict[str, Any]]:
@@ -35,7 +35,7 @@ def _stages(ckpt: dict[str, Any]) -> list[dict[str, Any]]:
         r, m = ckpt.get("recipe", {}), ckpt.get("metrics", {})
         stages.insert(0, {"epochs_trained": m.get("epoch"), "epochs_planned": r.get("epochs"),
                           "train_time_s": m.get("elapsed_s"), "img_size": r.get("img_size"), "lr": r.get("lr"),
-                          "val_dice_at_end": m.get("val_dice"), "init": r.get("init")})
+                          "ema": r.get("ema", 0.0), "val_dice_at_end": m.get("val_dice"), "init": r.get("init")})
         init = r.get("init")
         ckpt = read_checkpoint(init) if init and Path(init).is_file() else None
         seen += 1

@@ -220,7 +220,7 @@ def train_volumes(cfg: TrainConfig, mcfg, on_epoch: Callable[[dict[str, Any]], N
                                "images_per_s": round(seen * world / train_s, 2), "unit": "patch"}
         if main_proc:
             t_val = time.perf_counter()
-            res = evaluate_volumes(run.model, val_cases, vids, cfg.img_size, cfg.num_classes, run.device,
+            res = evaluate_volumes(run.eval_model, val_cases, vids, cfg.img_size, cfg.num_classes, run.device,
                                    cfg.sw_overlap, max(1, cfg.batch_size))
             row["val_s"] = round(time.perf_counter() - t_val, 2)
             _end_epoch(run, epoch, row, res, t_ep, len(val_cases), preprocessing, recipe, on_epoch)
