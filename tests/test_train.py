@@ -39,6 +39,44 @@ def test_bce_iou_loss_values():
     assert bce_iou_loss(zero, t).item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_boundary_weighted_bce_iou():
+    from edgeseg.train.losses import weighted_bce_iou_loss
+
+    # an empty mask has no boundary: every weight is 1 and the loss is the plain BCE + IoU
+    empty, zero = torch.zeros(2, 1, 48, 48), torch.zeros(2, 1, 48, 48)
+    assert weighted_bce_iou_loss(zero, empty).item() == pytest.approx(bce_iou_loss(zero, empty).item(), rel=1e-6)
+    # a square polyp: the same logit error costs more on its edge than deep inside it
+    t = torch.zeros(1, 1, 96, 96)
+    t[..., 24:72, 24:72] = 1
+    good = t * 20 - 10
+    edge, inner = good.clone(), good.clone()
+    edge[..., 24, 40] = -10
+    inner[..., 48, 48] = -10
+    w_edge, w_inner = weighted_bce_iou_loss(edge, t).item(), weighted_bce_iou_loss(inner, t).item()
+    assert w_edge > 1.5 * w_inner
+    assert bce_iou_loss(edge, t).item() == pytest.approx(bce_iou_loss(inner, t).item(), rel=1e-6)
+    assert weighted_bce_iou_loss(t * 40 - 20, t).item() < 1e-3
+    with pytest.raises(ValueError, match="binary 2D logits"):
+        weighted_bce_iou_loss(torch.zeros(1, 2, 8, 8), torch.zeros(1, 8, 8))
+
+
+def test_loss_choice_is_checked_against_the_task(tmp_path):
+    import argparse
+
+    from edgeseg.cli.train import add_arguments
+    from edgeseg.train.losses import LOSSES, check_loss
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert tuple(next(a for a in p._actions if a.dest == "loss").choices) == LOSSES
+    with pytest.raises(ValueError, match="for binary masks"):
+        check_loss("wbce-wiou", num_classes=3, spatial_dims=2)
+    with pytest.raises(ValueError, match="for 2D images"):
+        check_loss("wbce-wiou", num_classes=1, spatial_dims=3)
+    res = train(_tiny(tmp_path, epochs=1, loss="wbce-wiou"))
+    assert read_checkpoint(res.last_path)["recipe"]["loss"] == "wbce-wiou"
+
+
 def test_ce_dice_weights():
     logits = torch.randn(2, 3, 5, 5)
     target = torch.randint(0, 3, (2, 5, 5))

@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow first step)")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--init", default=None, help="start from this checkpoint (fine-tuning)")
+    p.add_argument("--loss", choices=["bce-iou", "wbce-wiou", "ce-dice", "dice-ce"], default=None,
+                   help="default by task: bce-iou (binary), ce-dice (multi-class), dice-ce (3D); wbce-wiou is "
+                        "the boundary-weighted binary loss of the UltraLightUNet paper")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="validate and save a moving average of the weights with this decay (e.g. 0.998; "
                         "default 0 = off)")
@@ -83,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
         resume=args.resume, device=args.device, workers=args.workers, threads=args.threads, seed=args.seed,
         num_classes=args.num_classes, mask_mode="binary" if args.num_classes == 1 else "labels",
         multiscale=not args.no_multiscale, augment=not args.no_augment, compile=args.compile,
-        channels_last=not args.no_channels_last, init=args.init, ema=args.ema, max_steps_per_epoch=args.max_steps,
+        channels_last=not args.no_channels_last, init=args.init, ema=args.ema, loss=args.loss, max_steps_per_epoch=args.max_steps,
         progress=not args.no_progress, patches_per_case=args.patches_per_case, fg_ratio=args.fg_ratio,
         intensity_clip=_window(args.intensity_clip), sw_overlap=args.sw_overlap,
     )

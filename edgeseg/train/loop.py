@@ -35,7 +35,7 @@ from edgeseg.data.transforms import MULTISCALE, BatchAugment, preprocessing_dict
 from edgeseg.train.checkpoint import build_checkpoint, cpu_state_dict, load_resume_state, save_checkpoint
 from edgeseg.train.ema import WeightEMA
 from edgeseg.train.evaluate import evaluate_pairs
-from edgeseg.train.losses import attention_regularizer, compute_loss, default_loss, get_loss
+from edgeseg.train.losses import attention_regularizer, check_loss, compute_loss, default_loss, get_loss
 
 
 @dataclass
@@ -340,6 +340,7 @@ def _prepare(cfg: TrainConfig, mcfg, model_kwargs: dict[str, Any], n_train_items
     if channels_last:
         model.to(memory_format=torch.channels_last if mcfg.spatial_dims == 2 else torch.channels_last_3d)
     loss_name = cfg.loss or default_loss(cfg.num_classes, mcfg.spatial_dims)
+    check_loss(loss_name, cfg.num_classes, mcfg.spatial_dims)
     steps_per_epoch = max(1, (n_train_items // world) // cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)

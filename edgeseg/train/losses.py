@@ -1,6 +1,8 @@
 """Training losses of the seed papers.
 
-- binary: BCE + IoU weighted 1:1 (UltraLightUNet's polyp recipe);
+- binary: BCE + IoU weighted 1:1 (``bce-iou``, the default), or the boundary-weighted form the UltraLightUNet
+  paper names for its polyp recipe, "weighted BCE + weighted IoU" (``wbce-wiou``: PraNet's structure loss,
+  pixels where a 31x31 local mean of the mask differs from the mask count up to 6x);
 - multi-class 2D: cross-entropy 0.3 + Dice 0.7;
 - 3D: Dice + cross-entropy (MONAI's DiceCE convention, equal weights);
 - plus an attention regulariser when the model exposes one (PAM-UNet), added by :func:`compute_loss`.
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("bce-iou", "ce-dice", "dice-ce")
+LOSSES = ("bce-iou", "wbce-wiou", "ce-dice", "dice-ce")
 
 
 def bce_iou_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -24,6 +26,28 @@ def bce_iou_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     union = prob.sum(1) + t.sum(1) - inter
     iou = 1.0 - (inter + 1.0) / (union + 1.0)  # +1 smoothing: an empty target with an empty prediction is 0
     return bce + iou.mean()
+
+
+def weighted_bce_iou_loss(logits: torch.Tensor, target: torch.Tensor, window: int = 31,
+                          boundary_gain: float = 5.0) -> torch.Tensor:
+    """Boundary-weighted BCE + IoU for binary 2D logits (N, 1, H, W) and a {0, 1} target.
+
+    Each pixel's weight is ``1 + boundary_gain * |mean of the mask over a window x window neighbourhood - mask|``:
+    1 far from an edge, up to ``1 + boundary_gain`` on it (PraNet's structure loss, which UltraLightUNet uses for
+    polyps). Both terms are weighted means per image, then averaged over the batch.
+    """
+    if logits.dim() != 4 or logits.shape[1] != 1:
+        raise ValueError(f"wbce-wiou is for binary 2D logits (N, 1, H, W), got {tuple(logits.shape)}; use bce-iou")
+    target = target.float().reshape(logits.shape)
+    local = F.avg_pool2d(target, window, stride=1, padding=window // 2)
+    weight = 1.0 + boundary_gain * (local - target).abs()
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    wbce = (weight * bce).sum((2, 3)) / weight.sum((2, 3))
+    prob = torch.sigmoid(logits)
+    inter = (weight * prob * target).sum((2, 3))
+    union = (weight * (prob + target)).sum((2, 3)) - inter
+    wiou = 1.0 - (inter + 1.0) / (union + 1.0)
+    return (wbce + wiou).mean()
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, include_background: bool = False) -> torch.Tensor:
@@ -61,9 +85,19 @@ def default_loss(num_classes: int, spatial_dims: int) -> str:
     return "bce-iou" if num_classes == 1 else "ce-dice"
 
 
+def check_loss(name: str, num_classes: int, spatial_dims: int) -> None:
+    """Raise ValueError when loss ``name`` cannot train this task, saying which loss can."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+    if name in ("bce-iou", "wbce-wiou") and num_classes > 1:
+        raise ValueError(f"--loss {name} is for binary masks (--num-classes 1); use ce-dice or dice-ce")
+    if name == "wbce-wiou" and spatial_dims != 2:
+        raise ValueError("--loss wbce-wiou is for 2D images; use dice-ce or bce-iou for volumes")
+
+
 def get_loss(name: str):
     """The loss function called ``name`` (one of :data:`LOSSES`)."""
-    table = {"bce-iou": bce_iou_loss, "ce-dice": ce_dice_loss, "dice-ce": dice_ce_loss}
+    table = {"bce-iou": bce_iou_loss, "wbce-wiou": weighted_bce_iou_loss, "ce-dice": ce_dice_loss, "dice-ce": dice_ce_loss}
     if name not in table:
         raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
     return table[name]
