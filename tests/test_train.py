@@ -56,6 +56,15 @@ def test_boundary_weighted_bce_iou():
     assert w_edge > 1.5 * w_inner
     assert bce_iou_loss(edge, t).item() == pytest.approx(bce_iou_loss(inner, t).item(), rel=1e-6)
     assert weighted_bce_iou_loss(t * 40 - 20, t).item() < 1e-3
+    # the weights are 1 + 5 |31x31 box mean - mask| (checked against the 2D pool the separable one replaces)
+    logits = torch.randn(2, 1, 64, 80)
+    masks = (torch.rand(2, 1, 64, 80) > 0.6).float()
+    w = 1 + 5 * (torch.nn.functional.avg_pool2d(masks, 31, stride=1, padding=15) - masks).abs()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, masks, reduction="none")
+    p = torch.sigmoid(logits)
+    inter, total = (w * p * masks).sum((2, 3)), (w * (p + masks)).sum((2, 3))
+    manual = ((w * bce).sum((2, 3)) / w.sum((2, 3)) + 1 - (inter + 1) / (total - inter + 1)).mean()
+    assert weighted_bce_iou_loss(logits, masks).item() == pytest.approx(manual.item(), rel=1e-5)
     with pytest.raises(ValueError, match="binary 2D logits"):
         weighted_bce_iou_loss(torch.zeros(1, 2, 8, 8), torch.zeros(1, 8, 8))
 

@@ -39,7 +39,10 @@ def weighted_bce_iou_loss(logits: torch.Tensor, target: torch.Tensor, window: in
     if logits.dim() != 4 or logits.shape[1] != 1:
         raise ValueError(f"wbce-wiou is for binary 2D logits (N, 1, H, W), got {tuple(logits.shape)}; use bce-iou")
     target = target.float().reshape(logits.shape)
-    local = F.avg_pool2d(target, window, stride=1, padding=window // 2)
+    # the box mean done as two 1D passes (the same numbers as a window x window pool, ~10x faster on CPU)
+    half = window // 2
+    local = F.avg_pool2d(F.avg_pool2d(target, (window, 1), stride=1, padding=(half, 0)), (1, window), stride=1,
+                         padding=(0, half))
     weight = 1.0 + boundary_gain * (local - target).abs()
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     wbce = (weight * bce).sum((2, 3)) / weight.sum((2, 3))
