@@ -208,6 +208,38 @@ def test_batch_augment_keeps_image_and_mask_aligned():
     assert mr.sum() > 0.8 * m.sum()
 
 
+def test_batch_augment_zoom_and_colour_jitter():
+    torch = pytest.importorskip("torch")
+    from edgeseg.data.transforms import BatchAugment
+
+    g = torch.Generator().manual_seed(1)
+    m = torch.zeros(64, 64, 64, dtype=torch.long)
+    m[:, 16:48, 16:48] = 1
+    x = m[:, None].float().repeat(1, 3, 1, 1) * 2.0 - 1.0
+    zoomed = BatchAugment(0, 0, 0, 0, (1.0,), zoom=0.3)
+    xz, mz = zoomed(x.clone(), m.clone(), g)
+    assert ((xz[:, 0] > 0).long() == mz).float().mean() > 0.99  # still aligned
+    area = mz.sum((1, 2)).float() / m[0].sum()
+    # magnification in [0.7, 1.3] -> area in [0.49, 1.69]; 64 draws cover most of it
+    assert 0.45 < area.min() < 0.7 and 1.4 < area.max() < 1.75
+    # without zoom or colour, no extra random numbers: the stream of an existing recipe is unchanged
+    plain = BatchAugment(max_angle=10, scales=(1.0,))
+    a = plain(x.clone(), m.clone(), torch.Generator().manual_seed(3))
+    b = BatchAugment(max_angle=10, scales=(1.0,), zoom=0.0, color=0.0)
+    imgs01 = torch.rand(4, 3, 8, 8)
+    assert b.jitter_colors(imgs01, torch.Generator().manual_seed(3)) is imgs01
+    assert torch.equal(a[0], b(x.clone(), m.clone(), torch.Generator().manual_seed(3))[0])
+
+    jit = BatchAugment(color=0.3).jitter_colors(torch.rand(32, 3, 16, 16), torch.Generator().manual_seed(0))
+    assert jit.min() >= 0 and jit.max() <= 1
+    src = torch.rand(32, 3, 16, 16) * 0.5 + 0.25
+    out = BatchAugment(color=0.3).jitter_colors(src.clone(), torch.Generator().manual_seed(0))
+    ratio = out.mean((1, 2, 3)) / src.mean((1, 2, 3))
+    assert 0.6 < ratio.min() < 0.95 and 1.05 < ratio.max() < 1.45  # brightness moves per image
+    gray = torch.rand(4, 1, 16, 16)  # one channel: brightness and contrast only
+    assert BatchAugment(color=0.2).jitter_colors(gray, torch.Generator().manual_seed(0)).shape == gray.shape
+
+
 @pytest.mark.kvasir
 def test_real_kvasir_split(kvasir_root):
     assert len(find_pairs(kvasir_root, "train")) == 878

@@ -86,6 +86,18 @@ def test_loss_choice_is_checked_against_the_task(tmp_path):
     assert read_checkpoint(res.last_path)["recipe"]["loss"] == "wbce-wiou"
 
 
+def test_zoom_and_colour_jitter_settings_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="drop --no-augment"):
+        train(_tiny(tmp_path, zoom=0.2, augment=False))
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
+        train(_tiny(tmp_path, color_jitter=1.5))
+    with pytest.raises(ValueError, match="2D augmentations"):
+        train(_tiny(tmp_path, model="ultralightunet3d-t", img_size=32, zoom=0.1))
+    res = train(_tiny(tmp_path, epochs=1, zoom=0.2, color_jitter=0.2))
+    recipe = read_checkpoint(res.last_path)["recipe"]
+    assert recipe["zoom"] == 0.2 and recipe["color_jitter"] == 0.2
+
+
 def test_ce_dice_weights():
     logits = torch.randn(2, 3, 5, 5)
     target = torch.randint(0, 3, (2, 5, 5))

@@ -41,6 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int, default=1, help="1 = binary; K > 1 needs integer label masks")
     p.add_argument("--no-multiscale", action="store_true", help="train at --img-size only")
     p.add_argument("--no-augment", action="store_true", help="no flips/rotations")
+    p.add_argument("--zoom", type=float, default=0.0, metavar="Z",
+                   help="random zoom in [1-Z, 1+Z] per image (e.g. 0.2; default 0 = off)")
+    p.add_argument("--color-jitter", type=float, default=0.0, metavar="C",
+                   help="random brightness/contrast/saturation factors in [1-C, 1+C] (e.g. 0.2; default 0 = off)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow first step)")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--init", default=None, help="start from this checkpoint (fine-tuning)")
@@ -85,7 +89,8 @@ def main(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, warmup_epochs=args.warmup, out=args.out or f"runs/{args.model}",
         resume=args.resume, device=args.device, workers=args.workers, threads=args.threads, seed=args.seed,
         num_classes=args.num_classes, mask_mode="binary" if args.num_classes == 1 else "labels",
-        multiscale=not args.no_multiscale, augment=not args.no_augment, compile=args.compile,
+        multiscale=not args.no_multiscale, augment=not args.no_augment, zoom=args.zoom,
+        color_jitter=args.color_jitter, compile=args.compile,
         channels_last=not args.no_channels_last, init=args.init, ema=args.ema, loss=args.loss, max_steps_per_epoch=args.max_steps,
         progress=not args.no_progress, patches_per_case=args.patches_per_case, fg_ratio=args.fg_ratio,
         intensity_clip=_window(args.intensity_clip), sw_overlap=args.sw_overlap,

@@ -43,7 +43,7 @@ def scaled_size(size: int, scale: float, divisible_by: int = 32) -> int:
 
 @dataclass
 class BatchAugment:
-    """Random flips, 90-degree and small-angle rotations, applied per sample to a batch on its device.
+    """Random flips, 90-degree and small-angle rotations, zoom and colour jitter, per sample on a batch.
 
     Attributes:
         hflip: probability of a horizontal flip.
@@ -51,6 +51,10 @@ class BatchAugment:
         rot90: probability of a random multiple-of-90 rotation (square inputs only).
         max_angle: small rotations drawn uniformly in [-max_angle, max_angle] degrees (0 disables).
         scales: multi-scale training factors; one is drawn per batch (``(1.0,)`` disables).
+        zoom: per-sample zoom factor drawn uniformly in [1 - zoom, 1 + zoom] (> 1 magnifies; the border is
+            mirrored when it shrinks), in the same resampling as the rotation (0 disables).
+        color: brightness, contrast and saturation factors each drawn in [1 - color, 1 + color] per sample;
+            applied by :meth:`jitter_colors` to 0-1 images before normalisation (0 disables).
     """
 
     hflip: float = 0.5
@@ -58,6 +62,32 @@ class BatchAugment:
     rot90: float = 0.5
     max_angle: float = 15.0
     scales: tuple[float, ...] = field(default=MULTISCALE)
+    zoom: float = 0.0
+    color: float = 0.0
+
+    def jitter_colors(self, images, generator):
+        """Brightness, contrast and saturation jitter of 0-1 images (N, C, H, W), clamped to 0-1.
+
+        No random numbers are drawn when ``color`` is 0, so runs without it keep their augmentation stream.
+        """
+        import torch
+
+        if self.color <= 0:
+            return images
+        n = images.shape[0]
+
+        def factor():
+            return (1.0 + (torch.rand(n, generator=generator) * 2 - 1) * self.color).view(n, 1, 1, 1).to(
+                images.device, images.dtype)
+
+        bright, contrast, sat = factor(), factor(), factor()
+        images = images * bright
+        gray = images.mean(1, keepdim=True) if images.shape[1] == 3 else images
+        images = (images - gray.mean((2, 3), keepdim=True)) * contrast + gray.mean((2, 3), keepdim=True)
+        if images.shape[1] == 3:
+            gray = (0.299 * images[:, :1] + 0.587 * images[:, 1:2] + 0.114 * images[:, 2:])
+            images = gray + (images - gray) * sat
+        return images.clamp_(0.0, 1.0)
 
     def __call__(self, images, masks, generator):
         """Augment float images (N, C, H, W) and integer masks (N, H, W) with ``generator`` (a torch RNG)."""
@@ -82,9 +112,13 @@ class BatchAugment:
                 k = int(torch.randint(1, 4, (1,), generator=generator))
                 images[rot] = torch.rot90(images[rot], k, dims=(-2, -1))
                 masks[rot] = torch.rot90(masks[rot], k, dims=(-2, -1))
-        if self.max_angle > 0:
-            ang = (torch.rand(n, generator=generator) * 2 - 1) * np.deg2rad(self.max_angle)
-            cos, sin = torch.cos(ang), torch.sin(ang)
+        if self.max_angle > 0 or self.zoom > 0:
+            ang = (torch.rand(n, generator=generator) * 2 - 1) * np.deg2rad(self.max_angle) \
+                if self.max_angle > 0 else torch.zeros(n)
+            # the grid samples the source at theta @ (output coordinates): a factor z magnifies by 1/z
+            z = 1.0 / (1.0 + (torch.rand(n, generator=generator) * 2 - 1) * self.zoom) \
+                if self.zoom > 0 else torch.ones(n)
+            cos, sin = torch.cos(ang) * z, torch.sin(ang) * z
             theta = torch.zeros(n, 2, 3)
             theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
             theta = theta.to(images.device, images.dtype)

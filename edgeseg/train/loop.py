@@ -65,6 +65,8 @@ class TrainConfig:
         loss: loss name (default by task).
         multiscale: train at {0.75, 1, 1.25} x img_size.
         augment: flips and rotations.
+        zoom: with ``augment``: random zoom in [1 - zoom, 1 + zoom] per sample (0 = off).
+        color_jitter: with ``augment``: brightness/contrast/saturation factors in [1 - c, 1 + c] (0 = off).
         channels_last: channels_last memory format (faster convolutions on CPU).
         compile: ``torch.compile`` the model for training.
         amp: mixed precision on CUDA.
@@ -102,6 +104,8 @@ class TrainConfig:
     loss: str | None = None
     multiscale: bool = True
     augment: bool = True
+    zoom: float = 0.0
+    color_jitter: float = 0.0
     channels_last: bool = True
     compile: bool = False
     amp: bool = True
@@ -130,6 +134,11 @@ class TrainConfig:
             raise ValueError(f"--fg-ratio must be in [0, 1], got {self.fg_ratio}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"--ema must be in [0, 1) (e.g. 0.998; 0 = off), got {self.ema}")
+        if not (0.0 <= self.zoom < 1.0 and 0.0 <= self.color_jitter < 1.0):
+            raise ValueError(f"--zoom and --color-jitter must be in [0, 1) (e.g. 0.2), got {self.zoom} and "
+                             f"{self.color_jitter}")
+        if (self.zoom or self.color_jitter) and not self.augment:
+            raise ValueError("--zoom and --color-jitter are augmentations: drop --no-augment to use them")
         if not self.lr > 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if self.device not in ("cpu", "cuda", "auto"):
@@ -199,6 +208,8 @@ def _batches(imgs: torch.Tensor, masks: torch.Tensor, cfg: TrainConfig, epoch: i
     for s in range(steps):
         idx = order[s * bs:(s + 1) * bs]
         x = imgs[idx].permute(0, 3, 1, 2).float().div_(255.0)
+        if augment is not None:
+            x = augment.jitter_colors(x, g_aug)
         x = (x - mean) / std
         y = masks[idx].long()
         if augment is not None:
@@ -509,6 +520,10 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     if mcfg.spatial_dims == 3:
         from edgeseg.train.volume_loop import train_volumes
 
+        if cfg.zoom or cfg.color_jitter:
+            raise ValueError(f"--zoom and --color-jitter are 2D augmentations; {cfg.model} trains on volumes "
+                             "(flips only): drop them")
+
         return train_volumes(cfg, mcfg, on_epoch)
     proc = _start_process(cfg)
     world, rank = proc[0], proc[1]
@@ -534,7 +549,8 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     std = torch.tensor(mcfg.std[: mcfg.in_channels]).view(1, -1, 1, 1)
     augment = None
     if cfg.augment or cfg.multiscale:
-        augment = BatchAugment(scales=MULTISCALE if cfg.multiscale else (1.0,)) if cfg.augment else \
+        augment = BatchAugment(scales=MULTISCALE if cfg.multiscale else (1.0,), zoom=cfg.zoom,
+                               color=cfg.color_jitter) if cfg.augment else \
             BatchAugment(0, 0, 0, 0, MULTISCALE)
 
     for epoch in range(run.start_epoch, cfg.epochs):

@@ -24,7 +24,7 @@ from edgeseg.weights import read_checkpoint
 
 _RECIPE_KEYS = ("epochs", "img_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "min_lr_ratio", "clip",
                 "loss", "optimizer", "schedule", "scales", "augment", "multiscale", "channels_last", "threads",
-                "seed", "world_size", "attention_regularizer", "ema")
+                "seed", "world_size", "attention_regularizer", "ema", "zoom", "color_jitter")
 
 
 def _stages(ckpt: dict[str, Any]) -> list[dict[str, Any]]:
