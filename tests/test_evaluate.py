@@ -39,6 +39,47 @@ def test_evaluate_json_matches_training_validation(tiny_run, tmp_path, capsys):
     assert json.loads((tmp_path / "ev" / "summary.json").read_text())["n"] == 6
 
 
+def test_evaluate_shift_is_a_robustness_check(tiny_run, capsys):
+    def dice(*extra):  # the shipped -t weights find the synthetic polyps (Dice ~0.78 on these 6)
+        assert cli(["evaluate", "--model", "ultralightunet-t", "--data", "synthetic:6", "--json", "--threads", "1",
+                    *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    clean = dice()
+    assert clean["dice"] > 0.5
+    same = dice("--shift", "brightness=1")  # a factor of 1 changes nothing
+    assert same["dice"] == clean["dice"] and same["shift"] == "brightness=1"
+    dark = dice("--shift", "brightness=0.3")  # far darker than anything trained on
+    assert dark["dice"] < clean["dice"] - 0.2 and dark["n"] == 6
+    assert "Traceback" not in capsys.readouterr().err
+    for bad, needle in [("glow=2", "KIND=FACTOR"), ("zoom=-1", "must be > 0"), ("contrast=x", "must be a number")]:
+        assert _error(capsys, ["evaluate", "--weights", str(tiny_run.best_path), "--data", "synthetic:2",
+                               "--shift", bad]).count(needle) == 1
+
+
+def test_shift_pair_kinds():
+    import numpy as np
+
+    from edgeseg.data.transforms import parse_shift, shift_pair
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(40, 200, (64, 48, 3), dtype=np.uint8)
+    mask = np.zeros((64, 48), np.uint8)
+    mask[16:48, 12:36] = 1
+    bright, m = shift_pair(img, mask, "brightness", 0.5)
+    assert m is mask and np.abs(bright.astype(float) - img * 0.5).max() <= 0.5
+    flat, _ = shift_pair(img, mask, "contrast", 0.0)
+    assert np.ptp(flat) <= 1  # every pixel at the mean
+    gray, _ = shift_pair(img, mask, "saturation", 0.0)
+    assert np.abs(gray[..., 0].astype(int) - gray[..., 2]).max() <= 1  # no colour left
+    zin_img, zin = shift_pair(img, mask, "zoom", 2.0)
+    assert zin.shape == mask.shape and zin_img.shape == img.shape
+    assert zin.sum() == pytest.approx(4 * mask.sum(), rel=0.05) or zin.all()  # the polyp fills 4x the area
+    zout_img, zout = shift_pair(img, mask, "zoom", 0.5)
+    assert zout_img.shape == img.shape and zout[32, 24] == 1 and zout[:, :4].sum() > 0  # mirrored border
+    assert parse_shift(" Zoom=0.75") == ("zoom", 0.75)
+
+
 def _error(capsys, argv) -> str:
     rc = cli(argv)
     err = capsys.readouterr().err.strip()

@@ -7,6 +7,7 @@ exactly one of prediction and ground truth empty). Metrics are computed at the m
 Examples:
   edgeseg evaluate --model ultralightunet-s --data data/kvasir-seg --split val --json
   edgeseg evaluate --weights runs/uls/best.pt --data synthetic --out reports/uls
+  edgeseg evaluate --model ultralightunet-s --data data/kvasir-seg --split val --shift brightness=0.7
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", default=None, help="folder for per_case.csv and summary.json")
+    p.add_argument("--shift", default=None, metavar="KIND=FACTOR",
+                   help="evaluate on re-lit or re-framed images, a robustness check: brightness, contrast, "
+                        "saturation or zoom (e.g. brightness=0.7, zoom=0.75); 2D only")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -70,15 +74,18 @@ def main(args: argparse.Namespace) -> int:
 
     from edgeseg._io import atomic_write_json, atomic_write_text, check_writable_dir
     from edgeseg.data.sources import _has_split, _is_synthetic, open_split
-    from edgeseg.data.transforms import preprocessing_dict
+    from edgeseg.data.transforms import parse_shift, preprocessing_dict
     from edgeseg.train.evaluate import evaluate_pairs
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    shift = parse_shift(args.shift) if args.shift else None
     out = check_writable_dir(args.out) if args.out else None
     net, ckpt, wdesc = resolve_model(args.weights, args.model)
     cfg = net.model_cfg
     if cfg.spatial_dims == 3:
+        if shift is not None:
+            raise ValueError("--shift is for 2D images; drop it for 3D checkpoints")
         return _evaluate_volumes(args, net, ckpt, wdesc, out)
     pre = dict((ckpt or {}).get("preprocessing") or preprocessing_dict(cfg.input_size, cfg.mean, cfg.std))
     if args.img_size:
@@ -93,12 +100,14 @@ def main(args: argparse.Namespace) -> int:
         split = None
     ds = open_split(args.data, split, pre["size"][0], "binary" if num_classes == 1 else "labels",
                     pre.get("color", "rgb"))
-    pairs = _NativeSize(ds)
+    pairs = _NativeSize(ds, shift)
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     net.to(device)
     res = evaluate_pairs(net, pairs, pre, num_classes, args.batch_size, device, ids=ds.ids)
     summary = {**res.summary(), "model": cfg.name, "weights": wdesc, "data": args.data, "split": split,
                "img_size": pre["size"]}
+    if shift is not None:
+        summary["shift"] = f"{shift[0]}={shift[1]:g}"
     if out is not None:
         atomic_write_text(out / "per_case.csv", res.to_csv())
         atomic_write_json(out / "summary.json", summary)
@@ -108,7 +117,8 @@ def main(args: argparse.Namespace) -> int:
         print_json(summary)
     else:
         m = res.mean
-        print(f"{cfg.name} on {args.data} (split {split}, n={res.n}, input {pre['size'][0]}x{pre['size'][1]}):")
+        print(f"{cfg.name} on {args.data} (split {split}, n={res.n}, input {pre['size'][0]}x{pre['size'][1]}"
+              + (f", shift {summary['shift']}" if shift else "") + "):")
         print(f"  Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  recall {m['recall']:.4f}  "
               f"precision {m['precision']:.4f}  HD95 {m['hd95']:.2f} px ({m['hd95_undefined']} undefined)")
         if out is not None:
@@ -162,13 +172,20 @@ def _has_split_safe(data: str, has_split) -> bool:
 
 
 class _NativeSize:
-    """Pairs at the files' own size (the model input is resized; metrics use the original mask)."""
+    """Pairs at the files' own size (the model input is resized; metrics use the original mask), optionally
+    shifted (``--shift``)."""
 
-    def __init__(self, ds):
+    def __init__(self, ds, shift: tuple[str, float] | None = None):
         self.ds = ds
+        self.shift = shift
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, i: int):
-        return self.ds.load(i, resize=False)
+        image, mask = self.ds.load(i, resize=False)
+        if self.shift is None:
+            return image, mask
+        from edgeseg.data.transforms import shift_pair
+
+        return shift_pair(image, mask, *self.shift)

@@ -135,3 +135,69 @@ class BatchAugment:
                 images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False)
                 masks = F.interpolate(masks[:, None].float(), size=(h, w), mode="nearest")[:, 0].to(masks.dtype)
         return images, masks
+
+
+SHIFTS = ("brightness", "contrast", "saturation", "zoom")
+
+
+def parse_shift(spec: str) -> tuple[str, float]:
+    """``"brightness=0.7"`` -> ("brightness", 0.7); see :func:`shift_pair` for the kinds.
+
+    Raises:
+        ValueError: an unknown kind or a factor that is not a positive number.
+    """
+    kind, sep, value = spec.partition("=")
+    kind = kind.strip().lower()
+    if not sep or kind not in SHIFTS:
+        raise ValueError(f"--shift wants KIND=FACTOR with KIND one of {', '.join(SHIFTS)} (e.g. brightness=0.7), "
+                         f"got {spec!r}")
+    try:
+        factor = float(value)
+    except ValueError:
+        raise ValueError(f"--shift {kind}: the factor must be a number, got {value!r}") from None
+    if not factor > 0 or (kind == "zoom" and factor > 4):
+        raise ValueError(f"--shift {kind}: the factor must be > 0{' and <= 4' if kind == 'zoom' else ''}, "
+                         f"got {factor}")
+    return kind, factor
+
+
+def shift_pair(image: np.ndarray, mask: np.ndarray, kind: str, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """A uint8 image (H, W[, C]) and its mask as a different camera or exposure would show them.
+
+    - ``brightness``: pixel values times ``factor`` (clipped);
+    - ``contrast``: distances from the image's mean value times ``factor``;
+    - ``saturation``: distances from each pixel's luma (BT.601) times ``factor`` (RGB only; gray is unchanged);
+    - ``zoom``: the scene magnified by ``factor`` about the centre (< 1 shrinks it and mirrors the border in),
+      the mask with it (nearest neighbour), same output size.
+    """
+    if kind == "zoom":
+        return _zoom_pair(image, mask, factor)
+    x = image.astype(np.float32)
+    if kind == "brightness":
+        x = x * factor
+    elif kind == "contrast":
+        m = x.mean()
+        x = (x - m) * factor + m
+    elif kind == "saturation":
+        if x.ndim == 3 and x.shape[-1] == 3:
+            luma = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+            x = luma + (x - luma) * factor
+    else:
+        raise ValueError(f"unknown shift {kind!r}; valid: {', '.join(SHIFTS)}")
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8), mask
+
+
+def _zoom_pair(image: np.ndarray, mask: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    h, w = mask.shape[:2]
+    nh, nw = max(1, round(h * factor)), max(1, round(w * factor))
+    img = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+    msk = np.asarray(Image.fromarray(mask).resize((nw, nh), Image.NEAREST))
+    if factor >= 1:  # crop the centre
+        top, left = (nh - h) // 2, (nw - w) // 2
+        return img[top:top + h, left:left + w].copy(), msk[top:top + h, left:left + w].copy()
+    top, left = (h - nh) // 2, (w - nw) // 2
+    pad = ((top, h - nh - top), (left, w - nw - left))
+    img_pad = pad + ((0, 0),) * (img.ndim - 2)
+    return np.pad(img, img_pad, mode="symmetric"), np.pad(msk, pad, mode="symmetric")
