@@ -91,7 +91,8 @@ def main(args: argparse.Namespace) -> int:
         num_classes=args.num_classes, mask_mode="binary" if args.num_classes == 1 else "labels",
         multiscale=not args.no_multiscale, augment=not args.no_augment, zoom=args.zoom,
         color_jitter=args.color_jitter, compile=args.compile,
-        channels_last=not args.no_channels_last, init=args.init, ema=args.ema, loss=args.loss, max_steps_per_epoch=args.max_steps,
+        channels_last=not args.no_channels_last, init=args.init, ema=args.ema, loss=args.loss,
+        max_steps_per_epoch=args.max_steps,
         progress=not args.no_progress, patches_per_case=args.patches_per_case, fg_ratio=args.fg_ratio,
         intensity_clip=_window(args.intensity_clip), sw_overlap=args.sw_overlap,
     )

@@ -82,8 +82,8 @@ class BatchAugment:
 
         bright, contrast, sat = factor(), factor(), factor()
         images = images * bright
-        gray = images.mean(1, keepdim=True) if images.shape[1] == 3 else images
-        images = (images - gray.mean((2, 3), keepdim=True)) * contrast + gray.mean((2, 3), keepdim=True)
+        mean = images.mean((1, 2, 3), keepdim=True)
+        images = (images - mean) * contrast + mean
         if images.shape[1] == 3:
             gray = (0.299 * images[:, :1] + 0.587 * images[:, 1:2] + 0.114 * images[:, 2:])
             images = gray + (images - gray) * sat

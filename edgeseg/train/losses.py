@@ -89,9 +89,8 @@ def default_loss(num_classes: int, spatial_dims: int) -> str:
 
 
 def check_loss(name: str, num_classes: int, spatial_dims: int) -> None:
-    """Raise ValueError when loss ``name`` cannot train this task, saying which loss can."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+    """Raise ValueError when loss ``name`` cannot train this task, saying which loss can (unknown names are
+    :func:`get_loss`'s to refuse)."""
     if name in ("bce-iou", "wbce-wiou") and num_classes > 1:
         raise ValueError(f"--loss {name} is for binary masks (--num-classes 1); use ce-dice or dice-ce")
     if name == "wbce-wiou" and spatial_dims != 2:
@@ -100,7 +99,8 @@ def check_loss(name: str, num_classes: int, spatial_dims: int) -> None:
 
 def get_loss(name: str):
     """The loss function called ``name`` (one of :data:`LOSSES`)."""
-    table = {"bce-iou": bce_iou_loss, "wbce-wiou": weighted_bce_iou_loss, "ce-dice": ce_dice_loss, "dice-ce": dice_ce_loss}
+    table = {"bce-iou": bce_iou_loss, "wbce-wiou": weighted_bce_iou_loss, "ce-dice": ce_dice_loss,
+             "dice-ce": dice_ce_loss}
     if name not in table:
         raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
     return table[name]
