@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from benchmarks.results import FIDELITY_FAILED, OK, Row, RunResult
+from edgeseg.benchmarks.results import FIDELITY_FAILED, OK, Row, RunResult
 
 MEASURED = (OK, FIDELITY_FAILED)  # statuses whose rows carry latency/accuracy/fidelity figures
 

@@ -47,10 +47,10 @@ def _clock_mhz() -> float | None:
 
 
 def cpu_info() -> dict[str, Any]:
-    """``runtimes.sysinfo.cpu_info()`` (model, vendor, cores, ISA flags) plus the clock (``mhz``) and the
+    """``edgeseg.runtimes.sysinfo.cpu_info()`` (model, vendor, cores, ISA flags) plus the clock (``mhz``) and the
     ISA summary line."""
-    from runtimes.sysinfo import cpu_info as _cpu
-    from runtimes.sysinfo import isa_summary
+    from edgeseg.runtimes.sysinfo import cpu_info as _cpu
+    from edgeseg.runtimes.sysinfo import isa_summary
 
     info = dict(_cpu())
     info["mhz"] = _clock_mhz()
@@ -147,7 +147,7 @@ def load_average() -> list[float] | None:
 def runtime_devices() -> list[dict[str, Any]]:
     """Every runtime backend with availability, version and device names (from ``runtimes``)."""
     try:
-        from runtimes import runtime_info
+        from edgeseg.runtimes import runtime_info
     except ImportError as exc:  # pragma: no cover - runtimes is part of the package
         return [{"error": f"runtimes not importable: {exc}"}]
     try:

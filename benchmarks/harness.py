@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from benchmarks import stats
-from benchmarks.results import (
+from edgeseg.benchmarks import stats
+from edgeseg.benchmarks.results import (
     LOAD_FAILED,
     OK,
     UNAVAILABLE,
@@ -79,7 +78,7 @@ def expand_matrix(targets: list[str], precisions: list[str], devices: list[str],
     Each target runs on its default runtime; ``runtimes`` adds every other backend that can run a target
     (e.g. OpenVINO reading the ONNX file) and restricts the matrix to the backends named.
     """
-    from runtimes.registry import RUNS
+    from edgeseg.runtimes.registry import RUNS
 
     specs = [RowSpec("torch", "fp32", "torch", "cpu")]
     for target in targets:
@@ -129,7 +128,7 @@ class BenchConfig:
         self.precisions = parse_list(self.precisions, PRECISIONS, "precision(s)")
         self.devices = parse_list(self.devices, DEVICES, "device(s)")
         if self.runtimes is not None:
-            from runtimes import list_runtimes
+            from edgeseg.runtimes import list_runtimes
 
             self.runtimes = parse_list(self.runtimes, tuple(r for r in list_runtimes() if r != "torch"),
                                        "runtime(s)")
@@ -171,7 +170,7 @@ def resolve_weights(model: str, weights: str | None, work: Path) -> tuple[Path, 
     """
     import torch
 
-    from edgeseg._io import atomic_write_bytes, sha256_file
+    from edgeseg.common.io import atomic_write_bytes, sha256_file
     from edgeseg.weights import CHECKPOINT_FORMAT, shipped_weights
 
     if weights:
@@ -230,7 +229,7 @@ def artifact_size(path: Path) -> int:
 class _Stage:
     """Run one worker stage in a subprocess (or in-process) and return its result dict."""
 
-    command = [sys.executable, "-m", "benchmarks.worker"]  # tests swap in a crashing stand-in
+    command = [sys.executable, "-m", "edgeseg.benchmarks.worker"]  # tests swap in a crashing stand-in
 
     def __init__(self, work: Path, isolate: bool, timeout: float, threads: int | None,
                  busy_wait: str = "default"):
@@ -239,7 +238,7 @@ class _Stage:
         self.n = 0
 
     def __call__(self, stage: str, job: dict[str, Any]) -> dict[str, Any]:
-        from benchmarks import worker
+        from edgeseg.benchmarks import worker
 
         if not self.isolate:
             return worker.do_convert(job) if stage == "convert" else worker.do_measure(job)
@@ -276,7 +275,7 @@ class _Stage:
 
 def _check_available(spec: RowSpec) -> str | None:
     """Why the row cannot run here (missing backend or device), or None."""
-    from runtimes import get_runtime
+    from edgeseg.runtimes import get_runtime
 
     cls = get_runtime(spec.runtime)
     if not cls.is_available():
@@ -291,7 +290,7 @@ def _check_available(spec: RowSpec) -> str | None:
 
 
 def _valid_cached(path: Path, wsha: str) -> bool:
-    from runtimes.manifest import find_manifest
+    from edgeseg.runtimes.manifest import find_manifest
 
     try:
         man = find_manifest(path)
@@ -318,7 +317,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
     if mcfg.spatial_dims != 2:
         raise ValueError(f"{cfg.model} is a {mcfg.spatial_dims}D model; edgeseg bench measures 2D models")
     out = Path(cfg.out)
-    from edgeseg._io import check_writable_dir
+    from edgeseg.common.io import check_writable_dir
 
     check_writable_dir(out)
     run_id = new_run_id()
@@ -326,8 +325,8 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
     work.mkdir(parents=True)
     art_root = Path(cfg.artifacts) if cfg.artifacts else out / "artifacts"
 
-    from benchmarks.data import load_cases
-    from benchmarks.environment import capture_environment, compute_floor_ms
+    from edgeseg.benchmarks.data import load_cases
+    from edgeseg.benchmarks.environment import capture_environment, compute_floor_ms
 
     wpath, wsha, wlabel = resolve_weights(cfg.model, cfg.weights, work)
     mean, std, trained = checkpoint_preprocessing(wpath, mcfg)

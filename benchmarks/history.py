@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results import Row, RunResult
+from edgeseg.benchmarks.results import Row, RunResult
 
 SCHEMA_VERSION = 1
 _SCHEMA = """

@@ -13,11 +13,12 @@ import io
 import json
 from pathlib import Path
 
-from benchmarks.report import MD_HEADERS, environment_line, md_cells
-from benchmarks.results import OK, Row, RunResult
-from benchmarks.stats import pareto_front
-from edgeseg._deps import require
-from edgeseg._io import atomic_write_text
+from edgeseg.benchmarks.report import MD_HEADERS, environment_line, md_cells
+from edgeseg.benchmarks.results import OK, Row, RunResult
+from edgeseg.benchmarks.stats import pareto_front
+
+from edgeseg.common.deps import require
+from edgeseg.common.io import atomic_write_text
 
 STATUS_COLORS = {"ok": "#2b8a3e", "fidelity-failed": "#e8590c", "load-failed": "#c92a2a",
                  "convert-failed": "#862e9c", "unavailable": "#868e96"}

@@ -1,6 +1,6 @@
 """Measure one loaded artifact: load time, first inference, warm latency samples, peak memory, all outputs.
 
-Timing protocol (per row): ``runtimes.load`` is timed as the load time; the first ``infer`` after it is the
+Timing protocol (per row): ``edgeseg.runtimes.load`` is timed as the load time; the first ``infer`` after it is the
 first-inference time (it includes lazy initialisation: graph compilation, allocator warm-up); then
 ``warmup`` more untimed calls; then timed calls, one ``time.perf_counter`` pair around each ``infer`` (the
 runtime's own input validation and layout conversion included, as an application would see it), either

@@ -11,8 +11,9 @@ import io
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results import OK, Row, RunResult
-from edgeseg._io import atomic_write_json, atomic_write_text
+from edgeseg.benchmarks.results import OK, Row, RunResult
+
+from edgeseg.common.io import atomic_write_json, atomic_write_text
 
 CSV_FIELDS = ("target", "precision", "runtime", "device", "status", "reason", "p50_ms", "p90_ms", "p99_ms",
               "mean_ms", "std_ms", "fps", "speedup", "first_inference_ms", "load_time_ms", "peak_rss_mb",
@@ -145,7 +146,7 @@ def write_reports(run: RunResult, out_dir: str | Path, html: bool = True) -> dic
         "markdown": atomic_write_text(out / "bench.md", to_markdown(run)),
     }
     if html:
-        from benchmarks.html_report import write_html
+        from edgeseg.benchmarks.html_report import write_html
 
         paths["html"] = write_html(run, out / "report.html")
     return paths

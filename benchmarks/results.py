@@ -18,7 +18,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from benchmarks.stats import speedup
+from edgeseg.benchmarks.stats import speedup
 
 OK = "ok"
 UNAVAILABLE = "unavailable"

@@ -1,8 +1,8 @@
 """One stage of one benchmark row, runnable in its own process: ``python -m benchmarks.worker STAGE JOB RESULT``.
 
 Stages:
-    convert: convert the model to the row's target/precision (``converters.convert_model``) into a folder;
-    measure: ``runtimes.load`` the artifact, time it, run every case and save the outputs (``.npy``).
+    convert: convert the model to the row's target/precision (``edgeseg.converters.convert_model``) into a folder;
+    measure: ``edgeseg.runtimes.load`` the artifact, time it, run every case and save the outputs (``.npy``).
 
 The job and the result are JSON files. The result is rewritten (atomically) as each step starts, so when the
 process dies (a segfaulting runtime, the OOM killer, a timeout) the harness still knows where it was and
@@ -23,12 +23,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results import CONVERT_FAILED, LOAD_FAILED, UNAVAILABLE, one_line
+from edgeseg.benchmarks.results import CONVERT_FAILED, LOAD_FAILED, UNAVAILABLE, one_line
 
 
 def classify(stage: str, exc: BaseException) -> str:
     """The row status of an exception raised in ``stage``."""
-    from runtimes.base import DeviceNotAvailableError
+    from edgeseg.runtimes.base import DeviceNotAvailableError
 
     if isinstance(exc, (ImportError, DeviceNotAvailableError)):
         return UNAVAILABLE
@@ -43,7 +43,7 @@ def error_result(stage: str, exc: BaseException) -> dict[str, Any]:
 
 
 def do_convert(job: dict[str, Any], progress=None) -> dict[str, Any]:
-    """Convert ``job["model"]`` with ``job["weights"]`` into ``job["out_dir"]`` (``converters.convert_model``).
+    """Convert ``job["model"]`` with ``job["weights"]`` into ``job["out_dir"]`` (``edgeseg.converters.convert_model``).
 
     The converter's own verification is off by default (``verify=False``): the benchmark measures fidelity
     itself, on more cases; ``job["options"]`` passes any other ``convert_model`` keyword (e.g.
@@ -52,7 +52,7 @@ def do_convert(job: dict[str, Any], progress=None) -> dict[str, Any]:
     say = progress or (lambda s: None)
     say("convert")
     try:
-        from converters import convert_model
+        from edgeseg.converters import convert_model
 
         kwargs = {"verify": False, **(job.get("options") or {})}
         if job["precision"] == "int8" and job.get("calib"):
@@ -74,8 +74,7 @@ def do_convert(job: dict[str, Any], progress=None) -> dict[str, Any]:
 def do_measure(job: dict[str, Any], progress=None) -> dict[str, Any]:
     """Load ``job["artifact"]`` with ``job["runtime"]`` on ``job["device"]`` and measure it."""
     import numpy as np
-
-    from benchmarks.measure import measure_runtime
+    from edgeseg.benchmarks.measure import measure_runtime
 
     stage = {"now": "load"}
 
@@ -85,7 +84,7 @@ def do_measure(job: dict[str, Any], progress=None) -> dict[str, Any]:
             progress(s)
 
     try:
-        import runtimes
+        from edgeseg import runtimes
 
         inputs = np.load(job["inputs"], mmap_mode="r")
         options = dict(job.get("options") or {})
@@ -108,7 +107,7 @@ def do_measure(job: dict[str, Any], progress=None) -> dict[str, Any]:
 
 
 def _write(path: str, obj: dict[str, Any]) -> None:
-    from edgeseg._io import atomic_write_json
+    from edgeseg.common.io import atomic_write_json
 
     atomic_write_json(path, obj)
 

@@ -1,7 +1,7 @@
 """torch -> ONNX | OpenVINO IR | TFLite conversion, fp32/fp16/int8, verified against the FP32 reference.
 
 Examples:
-    >>> from converters import convert_model
+    >>> from edgeseg.converters import convert_model
     >>> results = convert_model("ultralightunet-s", target="tflite")            # fp32, verified, manifest
     >>> results = convert_model("ultralightunet-s", "all", "all", calib="synthetic")
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from converters.base import (
+from edgeseg.converters.base import (
     PRECISIONS,
     TARGETS,
     Artifact,
@@ -40,7 +40,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # the flat API pulls in torch-side helpers: load it on first use
     if name in ("convert_model", "ConvertResult"):
-        from converters import api
+        from edgeseg.converters import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'converters' has no attribute {name!r}")

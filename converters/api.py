@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from converters.base import (
+from edgeseg.converters.base import (
     PRECISIONS,
     Artifact,
     ConvertConfig,
@@ -29,7 +28,7 @@ from converters.base import (
     get_target,
     list_targets,
 )
-from converters.calibration import (
+from edgeseg.converters.calibration import (
     DEFAULT_CALIB_SIZE,
     DEFAULT_VERIFY_SIZE,
     CalibrationSet,
@@ -37,9 +36,9 @@ from converters.calibration import (
     load_images,
     random_inputs,
 )
-from converters.provenance import build_manifest, preprocessing_for, weights_record
-from converters.verify import Parity, verify_artifact
-from runtimes.manifest import Manifest, manifest_path
+from edgeseg.converters.provenance import build_manifest, preprocessing_for, weights_record
+from edgeseg.converters.verify import Parity, verify_artifact
+from edgeseg.runtimes.manifest import Manifest, manifest_path
 
 
 @dataclass
@@ -95,8 +94,9 @@ def _expand(value: str | Sequence[str], valid: Sequence[str], kind: str) -> list
 
 
 def _check_backends(targets: list[str], verify: bool) -> None:
-    from edgeseg._deps import MissingDependencyError
-    from runtimes import get_runtime
+    from edgeseg.runtimes import get_runtime
+
+    from edgeseg.common.deps import MissingDependencyError
 
     for t in targets:
         get_converter(t).check_available()
@@ -217,13 +217,13 @@ def convert_model(
         One :class:`ConvertResult` per artifact (check ``.passed``).
 
     Examples:
-        >>> from converters import convert_model
+        >>> from edgeseg.converters import convert_model
         >>> [r] = convert_model("ultralightunet-s", "tflite")
         >>> r.artifact.path, r.parity.figures["mask_agreement"]
         >>> convert_model("ultralightunet-s", "all", "all", calib="data/kvasir-seg", out_dir="exports")
     """
     say = log or (lambda _msg: None)
-    from edgeseg._io import check_writable_dir
+    from edgeseg.common.io import check_writable_dir
     from edgeseg.models import get_model_cfg
 
     # every check that needs no model weights and no data comes first

@@ -2,7 +2,7 @@
 
 Adding a target is one module with a :class:`Converter` subclass plus one :class:`TargetSpec` in
 ``TARGETS``; nothing else in the package switches on the target name. A converter writes its artifact at
-the path it is given (a staging path: :mod:`converters.api` moves finished files into place and writes the
+the path it is given (a staging path: :mod:`edgeseg.converters.api` moves finished files into place and writes the
 manifest last) and returns an :class:`Artifact` describing what it wrote.
 """
 
@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from runtimes.manifest import TensorSpec
+from edgeseg.runtimes.manifest import TensorSpec
 
 if TYPE_CHECKING:
-    from converters.calibration import CalibrationSet
+    from edgeseg.converters.calibration import CalibrationSet
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_SCHEMES = ("static", "dynamic")
@@ -90,7 +90,7 @@ TARGETS: dict[str, TargetSpec] = {
         extra="onnx",
         modules=("onnx", "onnxruntime", "onnxscript"),
         runtime="onnxruntime",
-        impl="converters.onnx_converter:OnnxConverter",
+        impl="edgeseg.converters.onnx_converter:OnnxConverter",
     ),
     "openvino": TargetSpec(
         name="openvino",
@@ -108,7 +108,7 @@ TARGETS: dict[str, TargetSpec] = {
         extra="openvino",
         modules=("openvino", "nncf"),
         runtime="openvino",
-        impl="converters.openvino_converter:OpenVINOConverter",
+        impl="edgeseg.converters.openvino_converter:OpenVINOConverter",
     ),
     "tflite": TargetSpec(
         name="tflite",
@@ -126,7 +126,7 @@ TARGETS: dict[str, TargetSpec] = {
         extra="tflite",
         modules=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"),
         runtime="litert",
-        impl="converters.tflite_converter:TFLiteConverter",
+        impl="edgeseg.converters.tflite_converter:TFLiteConverter",
         notes=(
             "3D: litert-torch 0.10 rejects grouped Conv3D (UltraLightUNet3D: needs TF Select ops) and writes "
             "STABLEHLO_CONVOLUTION for UNETR, which ai-edge-litert 2.3 cannot run"
@@ -367,7 +367,7 @@ class Converter(ABC):
 
     def check_available(self) -> None:
         """Raise MissingDependencyError (naming the extra) when a needed package is missing."""
-        from edgeseg._deps import MissingDependencyError, is_available
+        from edgeseg.common.deps import MissingDependencyError, is_available
 
         for mod in self.spec.modules:
             if not is_available(mod):

@@ -1,7 +1,7 @@
 """Calibration and verification images: an image folder (edgeseg.data loaders) or the synthetic generator.
 
-Both sets go through the same pre-processing as inference (``runtimes.processing.preprocess`` with the
-artifact's :class:`~runtimes.manifest.Preprocessing`), so int8 ranges are measured on what the device will
+Both sets go through the same pre-processing as inference (``edgeseg.runtimes.processing.preprocess`` with the
+artifact's :class:`~edgeseg.runtimes.manifest.Preprocessing`), so int8 ranges are measured on what the device will
 see. Verification images are held back: from a folder with train/val splits, calibration draws from
 ``train`` and verification from ``val``; from a folder without splits, a deterministic 10% is held out
 (``edgeseg.data.sources.open_train_val``); synthetic sets use disjoint seeds. Every set records its
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgeseg.runtimes.manifest import Preprocessing
 
-from edgeseg._errors import first_line
-from runtimes.manifest import Preprocessing
+from edgeseg.common.errors import first_line
 
 DEFAULT_CALIB_SIZE = 300
 MIN_RECOMMENDED = 100
@@ -65,7 +65,7 @@ def _pick(n_have: int, n_want: int, seed: int) -> list[int]:
 
 
 def _prep(frames: list[np.ndarray], pre: Preprocessing) -> np.ndarray:
-    from runtimes.processing import preprocess
+    from edgeseg.runtimes.processing import preprocess
 
     batch, _ = preprocess(frames, pre)
     return batch
@@ -143,7 +143,7 @@ def load_images(
         )
     source = str(source)
     if _is_synthetic(source):
-        from edgeseg.data.synthetic import SyntheticPolypDataset
+        from edgeseg.common.phantoms import SyntheticPolypDataset
 
         seed = CALIB_SEED if role == "calibration" else VERIFY_SEED
         ds = SyntheticPolypDataset(n, size=size, seed=seed)

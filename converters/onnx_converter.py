@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from converters.base import Artifact, ConvertConfig, Converter, channels_last_wrapper, to_layout
-from runtimes.manifest import TensorSpec
+from edgeseg.converters.base import Artifact, ConvertConfig, Converter, channels_last_wrapper, to_layout
+from edgeseg.runtimes.manifest import TensorSpec
 
 _ONNX_DTYPES = {1: "float32", 10: "float16", 3: "int8", 2: "uint8"}
 _CALIB_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from converters.base import Artifact, ConvertConfig, Converter, channels_last_wrapper, to_layout
-from runtimes.manifest import TensorSpec
+from edgeseg.converters.base import Artifact, ConvertConfig, Converter, channels_last_wrapper, to_layout
+from edgeseg.runtimes.manifest import TensorSpec
 
 _OV_DTYPES = {"f32": "float32", "f16": "float16", "i8": "int8", "u8": "uint8"}
 
@@ -56,8 +55,7 @@ class OpenVINOConverter(Converter):
 
     def _convert(self, model: Any, sample: Any, cfg: ConvertConfig, out_path: Path) -> Artifact:
         import openvino as ov
-
-        from converters.onnx_converter import export_onnx
+        from edgeseg.converters.onnx_converter import export_onnx
 
         net = channels_last_wrapper(model) if cfg.channels_last else model
         x = to_layout(sample, cfg)

@@ -9,9 +9,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from converters.base import Artifact, ConvertConfig
-from edgeseg._io import sha256_file
-from runtimes.manifest import Manifest, Postprocessing, Preprocessing
+from edgeseg.converters.base import Artifact, ConvertConfig
+from edgeseg.runtimes.manifest import Manifest, Postprocessing, Preprocessing
+
+from edgeseg.common.io import sha256_file
 
 # distributions whose versions every manifest records (missing ones are left out)
 DISTRIBUTIONS = (

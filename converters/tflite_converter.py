@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from converters.base import Artifact, ConvertConfig, Converter, to_layout
-from runtimes.manifest import TensorSpec
+from edgeseg.converters.base import Artifact, ConvertConfig, Converter, to_layout
+from edgeseg.runtimes.manifest import TensorSpec
 
 _DTYPES = {
     np.dtype(np.float32): "float32",

@@ -1,6 +1,6 @@
 """Parity of a converted artifact with the FP32 torch reference, measured through ``runtimes``.
 
-Both sides are :class:`~runtimes.base.Runtime` runners (the reference is ``TorchRuntime.from_module``), fed
+Both sides are :class:`~edgeseg.runtimes.base.Runtime` runners (the reference is ``TorchRuntime.from_module``), fed
 the same held-back, pre-processed images. Figures: max / mean absolute logit difference, mask agreement
 (Dice between the thresholded masks, per image, then mean and minimum), pixel agreement, and, when the images
 have ground truth, the Dice of each side against it. Tolerances depend on the precision: fp32 is held to the
@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from edgeseg.runtimes.manifest import Postprocessing
 
-from edgeseg._errors import first_line
+from edgeseg.common.errors import first_line
 from edgeseg.metrics import dice, mask_agreement
-from runtimes.manifest import Postprocessing
 
 # max_abs_diff must stay under atol + rtol * max|reference logit|; mask agreement is a mean Dice.
 TOLERANCES: dict[str, dict[str, float]] = {
@@ -140,8 +140,9 @@ def verify_artifact(
         labels: ground-truth masks for the images, or None.
         threads: runtime threads (None: backend default).
     """
-    import runtimes
-    from runtimes.torch_runtime import TorchRuntime
+    from edgeseg.runtimes.torch_runtime import TorchRuntime
+
+    from edgeseg import runtimes
 
     try:
         with runtimes.load(artifact, threads=threads) as rt:

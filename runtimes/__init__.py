@@ -4,13 +4,13 @@ This package imports and runs without torch (a point-of-care device has numpy, a
 torch reference backend imports torch only when it loads.
 
 Examples:
-    >>> import runtimes
+    >>> from edgeseg import runtimes
     >>> with runtimes.load("exports/ultralightunet-s_fp32.tflite", threads=2) as rt:
     ...     logits = rt.infer(batch)            # float32 NCHW in, NCHW logits out
 """
 
-from runtimes.base import DeviceNotAvailableError, Runtime, RuntimeUnavailableError
-from runtimes.manifest import (
+from edgeseg.runtimes.base import DeviceNotAvailableError, Runtime, RuntimeUnavailableError
+from edgeseg.runtimes.manifest import (
     Manifest,
     Postprocessing,
     Preprocessing,
@@ -18,7 +18,7 @@ from runtimes.manifest import (
     find_manifest,
     manifest_path,
 )
-from runtimes.registry import get_runtime, list_runtimes, load, runtime_info
+from edgeseg.runtimes.registry import get_runtime, list_runtimes, load, runtime_info
 
 __all__ = [
     "DeviceNotAvailableError",

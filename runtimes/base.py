@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-
-from runtimes.manifest import Manifest, TensorSpec
+from edgeseg.runtimes.manifest import Manifest, TensorSpec
 
 
 class RuntimeUnavailableError(ImportError):
@@ -97,7 +96,7 @@ class Runtime(ABC):
     @classmethod
     def is_available(cls) -> bool:
         """Whether the backend's package can be imported here."""
-        from edgeseg._deps import is_available
+        from edgeseg.common.deps import is_available
 
         return is_available(cls.module)
 
@@ -231,7 +230,7 @@ class Runtime(ABC):
             raise ValueError(f"infer takes a float32 numpy array, got {type(x).__name__}")
         if x.dtype != np.float32:
             raise ValueError(
-                f"infer takes float32 input, got {x.dtype}; pre-process with runtimes.processing.preprocess "
+                f"infer takes float32 input, got {x.dtype}; pre-process with edgeseg.runtimes.processing.preprocess "
                 "(or x.astype(np.float32))"
             )
         expected = self.input_spec.nchw_shape()

@@ -20,9 +20,8 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-
-from runtimes.base import DeviceNotAvailableError, Runtime
-from runtimes.manifest import Manifest, TensorSpec, manifest_from_io
+from edgeseg.runtimes.base import DeviceNotAvailableError, Runtime
+from edgeseg.runtimes.manifest import Manifest, TensorSpec, manifest_from_io
 
 # where the Interpreter class lives, preferred first: (module, distribution)
 INTERPRETERS = (("ai_edge_litert.interpreter", "ai-edge-litert"), ("tflite_runtime.interpreter", "tflite-runtime"))
@@ -36,7 +35,7 @@ _DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.
 
 
 def _interpreter_module() -> tuple[Any, str] | None:
-    from edgeseg._deps import is_available
+    from edgeseg.common.deps import is_available
 
     for mod, dist in INTERPRETERS:
         if is_available(mod.split(".")[0]):
@@ -91,7 +90,7 @@ class LiteRTRuntime(Runtime):
 
     @classmethod
     def is_available(cls) -> bool:
-        from edgeseg._deps import is_available
+        from edgeseg.common.deps import is_available
 
         return any(is_available(mod.split(".")[0]) for mod, _ in INTERPRETERS)
 
@@ -139,7 +138,7 @@ class LiteRTRuntime(Runtime):
             self._interp = mod.Interpreter(**kwargs)
             self._interp.allocate_tensors()
         except ValueError as exc:
-            from edgeseg._errors import first_line
+            from edgeseg.common.errors import first_line
 
             raise ValueError(f"{self.artifact}: LiteRT cannot load this model ({first_line(exc, 300)})") from None
         self._in = self._interp.get_input_details()[0]

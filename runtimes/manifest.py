@@ -53,7 +53,7 @@ class TensorSpec:
 
 @dataclass
 class Preprocessing:
-    """How a frame becomes the model input (applied by ``runtimes.processing``).
+    """How a frame becomes the model input (applied by ``edgeseg.runtimes.processing``).
 
     Attributes:
         size: spatial input size (H, W) or (D, H, W).
@@ -150,7 +150,7 @@ class Manifest:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically to ``path``."""
-        from edgeseg._io import atomic_write_json
+        from edgeseg.common.io import atomic_write_json
 
         return atomic_write_json(path, self.to_dict())
 

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from runtimes.base import DeviceNotAvailableError, Runtime
-from runtimes.manifest import Manifest, TensorSpec, manifest_from_io
+from edgeseg.runtimes.base import DeviceNotAvailableError, Runtime
+from edgeseg.runtimes.manifest import Manifest, TensorSpec, manifest_from_io
 
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 PRECISIONS = ("f32", "bf16", "f16", "default")
@@ -27,7 +26,7 @@ _OV_DTYPES = {"f32": "float32", "f16": "float16", "i8": "int8", "u8": "uint8"}
 
 def available_devices() -> list[dict[str, str]]:
     """OpenVINO devices on this machine with their full names ([] when openvino is missing)."""
-    from edgeseg._deps import is_available
+    from edgeseg.common.deps import is_available
 
     if not is_available("openvino"):
         return []
@@ -122,7 +121,7 @@ class OpenVINORuntime(Runtime):
         core = ov.Core()
         if self.options.get("cache_dir"):
             core.set_property({"CACHE_DIR": str(self.options["cache_dir"])})
-        from edgeseg._errors import first_line
+        from edgeseg.common.errors import first_line
 
         config = self._config()
         try:

@@ -12,9 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from runtimes.base import DeviceNotAvailableError, Runtime
-from runtimes.manifest import Manifest, TensorSpec, manifest_from_io
+from edgeseg.runtimes.base import DeviceNotAvailableError, Runtime
+from edgeseg.runtimes.manifest import Manifest, TensorSpec, manifest_from_io
 
 # device name -> execution provider
 PROVIDERS: dict[str, str] = {
@@ -42,7 +41,7 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor
 
 def available_providers() -> list[str]:
     """Execution providers of the installed onnxruntime build ([] when onnxruntime is missing)."""
-    from edgeseg._deps import is_available
+    from edgeseg.common.deps import is_available
 
     if not is_available("onnxruntime"):
         return []
@@ -147,7 +146,7 @@ class OnnxRuntime(Runtime):
         try:
             self._session = ort.InferenceSession(str(self.artifact), sess_options=so, **kwargs)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            from edgeseg._errors import first_line
+            from edgeseg.common.errors import first_line
 
             raise ValueError(f"{self.artifact}: onnxruntime cannot load this model ({first_line(exc, 300)})") from None
         active = self._session.get_providers()

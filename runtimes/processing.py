@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from runtimes.manifest import Postprocessing, Preprocessing
+from edgeseg.runtimes.manifest import Postprocessing, Preprocessing
 
 RESIZE_MODES = ("stretch", "letterbox")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -30,7 +29,7 @@ PALETTE = np.array([(0, 255, 0), (255, 0, 0), (0, 128, 255), (255, 255, 0), (255
 
 
 def _cv2() -> Any:
-    from edgeseg._deps import require
+    from edgeseg.common.deps import require
 
     return require("cv2", "image pre/post-processing")
 
@@ -72,7 +71,7 @@ def read_image(path: str | Path, color: str = "rgb") -> np.ndarray:
 
 def write_image(path: str | Path, img: np.ndarray) -> Path:
     """Write an RGB (HWC) or single-channel (HW) uint8 image atomically; the suffix picks the format."""
-    from edgeseg._io import atomic_write_bytes
+    from edgeseg.common.io import atomic_write_bytes
 
     cv2 = _cv2()
     path = Path(path)
@@ -87,7 +86,7 @@ def write_image(path: str | Path, img: np.ndarray) -> Path:
 def _as_rgb(frame: np.ndarray, color: str) -> np.ndarray:
     cv2 = _cv2()
     if frame.dtype != np.uint8:
-        raise ValueError(f"frames are uint8 images, got {frame.dtype}; read them with runtimes.processing.read_image")
+        raise ValueError(f"frames are uint8 images, got {frame.dtype}; read them with edgeseg.runtimes.processing.read_image")
     if frame.ndim == 2:
         frame = frame[..., None]
     if frame.ndim != 3 or frame.shape[2] not in (1, 3, 4):

@@ -12,15 +12,15 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from runtimes.base import Runtime
-from runtimes.manifest import Manifest, find_manifest
+from edgeseg.runtimes.base import Runtime
+from edgeseg.runtimes.manifest import Manifest, find_manifest
 
 # name -> (module, class)
 _BACKENDS: dict[str, tuple[str, str]] = {
-    "torch": ("runtimes.torch_runtime", "TorchRuntime"),
-    "onnxruntime": ("runtimes.ort_runtime", "OnnxRuntime"),
-    "openvino": ("runtimes.openvino_runtime", "OpenVINORuntime"),
-    "litert": ("runtimes.litert_runtime", "LiteRTRuntime"),
+    "torch": ("edgeseg.runtimes.torch_runtime", "TorchRuntime"),
+    "onnxruntime": ("edgeseg.runtimes.ort_runtime", "OnnxRuntime"),
+    "openvino": ("edgeseg.runtimes.openvino_runtime", "OpenVINORuntime"),
+    "litert": ("edgeseg.runtimes.litert_runtime", "LiteRTRuntime"),
 }
 # artifact target (manifest) -> default backend
 TARGET_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert", "torch": "torch"}
@@ -101,7 +101,7 @@ def load(
         A loaded :class:`Runtime`.
 
     Examples:
-        >>> import runtimes
+        >>> from edgeseg import runtimes
         >>> with runtimes.load("exports/ultralightunet-s_fp32.onnx") as rt:
         ...     logits = rt.infer(batch)
     """

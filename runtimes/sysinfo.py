@@ -5,7 +5,7 @@ Linux reads ``/proc/cpuinfo`` (x86 ``flags``, Arm ``Features``); macOS asks ``sy
 VNNI (int8 dot products), AMX (matrix tiles), BF16/FP16, and NEON/dot-product/SVE on Arm.
 
 Examples:
-    >>> from runtimes.sysinfo import cpu_info
+    >>> from edgeseg.runtimes.sysinfo import cpu_info
     >>> cpu_info()["isa"]
     ['sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', ...]
 """

@@ -1,10 +1,10 @@
 """The torch backend: the FP32 reference runner (a registered model name, a checkpoint, or an nn.Module).
 
-It is just another :class:`~runtimes.base.Runtime`, so "reference vs candidate" comparisons need no special
+It is just another :class:`~edgeseg.runtimes.base.Runtime`, so "reference vs candidate" comparisons need no special
 case. torch is imported only when the runner loads (or lists devices), so this module imports without it.
 
 Examples:
-    >>> import runtimes
+    >>> from edgeseg import runtimes
     >>> ref = runtimes.load("ultralightunet-s", runtime="torch")           # shipped weights, else random
     >>> ref = runtimes.load("runs/exp1/best.pt", runtime="torch")          # an edgeseg checkpoint
     >>> ref = TorchRuntime.from_module(model, candidate.manifest)          # an in-memory nn.Module
@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from runtimes.base import Runtime
-from runtimes.manifest import Manifest, Postprocessing, Preprocessing, TensorSpec
+from edgeseg.runtimes.base import Runtime
+from edgeseg.runtimes.manifest import Manifest, Postprocessing, Preprocessing, TensorSpec
 
 _DEVICE_ALIASES = {"gpu": "cuda"}
 
@@ -186,7 +185,7 @@ class TorchRuntime(Runtime):
                                  "or --model NAME on the command line)")
             kwargs = {**(ckpt.get("model_kwargs") or {}), **kwargs}
             model = create_model(name, weights=path, **kwargs)
-            from edgeseg._io import sha256_file
+            from edgeseg.common.io import sha256_file
 
             return model, ckpt, {"path": str(path), "sha256": sha256_file(path)}
         name = str(self.artifact)
@@ -201,7 +200,7 @@ class TorchRuntime(Runtime):
 
             warn_random_weights(name)
             return create_model(name, **kwargs), {}, {"path": None, "note": "random"}
-        from edgeseg._io import sha256_file
+        from edgeseg.common.io import sha256_file
 
         model = create_model(name, weights=weights, **kwargs)
         # The checkpoint's own preprocessing record (e.g. the size the weights were trained at) wins over

@@ -10,12 +10,11 @@ import sqlite3
 
 import numpy as np
 import pytest
-
-from benchmarks import environment as envmod
-from benchmarks.compare import check_gates, compare_runs
-from benchmarks.history import History, comparison_key, default_db_path
-from benchmarks.report import to_csv, to_markdown, write_reports
-from benchmarks.results import (
+from edgeseg.benchmarks import environment as envmod
+from edgeseg.benchmarks.compare import check_gates, compare_runs
+from edgeseg.benchmarks.history import History, comparison_key, default_db_path
+from edgeseg.benchmarks.report import to_csv, to_markdown, write_reports
+from edgeseg.benchmarks.results import (
     FIDELITY_FAILED,
     LOAD_FAILED,
     OK,
@@ -27,7 +26,7 @@ from benchmarks.results import (
     judge_fidelity,
     one_line,
 )
-from benchmarks.stats import (
+from edgeseg.benchmarks.stats import (
     PSNR_CAP_DB,
     accuracy,
     fidelity,
@@ -318,7 +317,7 @@ def test_environment_and_compute_peak():
 
 
 def test_performance_summary_ratios():
-    from benchmarks.report import performance_summary
+    from edgeseg.benchmarks.report import performance_summary
 
     run = _run()
     run.config["compute_floor_ms"] = 2.0
@@ -345,7 +344,8 @@ def test_runtime_option_parsing():
 
 
 def test_convert_options_parse_and_get_their_own_cache_folder(tmp_path):
-    from benchmarks.harness import artifact_path
+    from edgeseg.benchmarks.harness import artifact_path
+
     from edgeseg.cli.bench import parse_convert_options
 
     assert parse_convert_options(["onnx.calib_method=percentile", "tflite.quantizer=aeq"]) == {

@@ -11,12 +11,20 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from benchmarks.harness import BenchConfig, _Stage, artifact_path, expand_matrix, parse_list, run_benchmark  # noqa: E402
-from benchmarks.history import History  # noqa: E402
-from benchmarks.results import FIDELITY_FAILED, LOAD_FAILED, OK, UNAVAILABLE  # noqa: E402
-from edgeseg._io import sha256_file  # noqa: E402
+from edgeseg.benchmarks.harness import (  # noqa: E402
+    BenchConfig,
+    _Stage,
+    artifact_path,
+    expand_matrix,
+    parse_list,
+    run_benchmark,
+)
+from edgeseg.benchmarks.history import History  # noqa: E402
+from edgeseg.benchmarks.results import FIDELITY_FAILED, LOAD_FAILED, OK, UNAVAILABLE  # noqa: E402
+from edgeseg.runtimes.manifest import Manifest, Preprocessing, TensorSpec  # noqa: E402
+
+from edgeseg.common.io import sha256_file  # noqa: E402
 from edgeseg.weights import CHECKPOINT_FORMAT  # noqa: E402
-from runtimes.manifest import Manifest, Preprocessing, TensorSpec  # noqa: E402
 
 MODEL, IMG = "ultralightunet-t", 64
 
@@ -168,7 +176,7 @@ def test_cli_run_json_db_history_compare_and_gates(setup, tmp_path, capsys):
 
 
 def test_suites_parse_and_validate(tmp_path):
-    from benchmarks.suite import list_suites, load_suite
+    from edgeseg.benchmarks.suite import list_suites, load_suite
 
     assert {"kvasir-polyp", "synthetic-smoke"} <= set(list_suites())
     smoke = load_suite("synthetic-smoke")
@@ -192,8 +200,8 @@ def test_torch_free_parts_import_without_torch():
     code = ("import sys\nclass B:\n def find_spec(self, n, p=None, t=None):\n"
             "  if n == 'torch' or n.startswith('torch.'): raise ModuleNotFoundError(n)\n"
             "sys.meta_path.insert(0, B())\n"
-            "import benchmarks.stats, benchmarks.results, benchmarks.history, benchmarks.compare, "
-            "benchmarks.report, benchmarks.measure, benchmarks.worker, benchmarks.suite, benchmarks.environment\n"
+            "import edgeseg.benchmarks.stats, edgeseg.benchmarks.results, edgeseg.benchmarks.history, edgeseg.benchmarks.compare, "
+            "edgeseg.benchmarks.report, edgeseg.benchmarks.measure, edgeseg.benchmarks.worker, edgeseg.benchmarks.suite, edgeseg.benchmarks.environment\n"
             "assert 'torch' not in sys.modules\nprint('ok')")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.stdout.strip() == "ok", res.stderr
@@ -226,8 +234,9 @@ def test_full_matrix_every_target_and_precision(setup, tmp_path):
 
 
 def test_random_weights_are_saved_reproducibly(tmp_path, monkeypatch):
+    from edgeseg.benchmarks.harness import resolve_weights
+
     import edgeseg.weights
-    from benchmarks.harness import resolve_weights
 
     monkeypatch.setattr(edgeseg.weights, "shipped_weights", lambda name: None)  # as for a model without any
 
@@ -242,7 +251,7 @@ def test_random_weights_are_saved_reproducibly(tmp_path, monkeypatch):
 
 
 def test_busy_wait_choice_reaches_the_runtimes():
-    from benchmarks.harness import runtime_options
+    from edgeseg.benchmarks.harness import runtime_options
 
     cfg = BenchConfig(model=MODEL, runtime_options={"openvino": {"hint": "LATENCY"}})
     assert runtime_options(cfg, "onnxruntime") == {"session_config": {"session.intra_op.allow_spinning": "0"}}
@@ -257,7 +266,8 @@ def test_busy_wait_choice_reaches_the_runtimes():
 
 
 def test_checkpoint_preprocessing_sets_normalisation_and_default_size(setup, tmp_path):
-    from benchmarks.harness import checkpoint_preprocessing
+    from edgeseg.benchmarks.harness import checkpoint_preprocessing
+
     from edgeseg.models import get_model_cfg
 
     mcfg = get_model_cfg(MODEL)

@@ -1,7 +1,7 @@
 """`edgeseg convert` / convert_model: the targets x precisions matrix for ultralightunet-t at 64x64.
 
 Every artifact is checked three ways: the parity figures the converter recorded, an independent re-run
-through ``runtimes.load`` on fresh images against the torch model, and the manifest against the file
+through ``edgeseg.runtimes.load`` on fresh images against the torch model, and the manifest against the file
 (sha256, shapes, layout, precision, calibration count, weights hash). The model is ultralightunet-t with
 random weights whose output bias is centred on synthetic images, so the reference masks are about half
 foreground and mask agreement is not trivially 1.0 (an untrained model otherwise predicts empty masks).
@@ -29,10 +29,11 @@ CALIB = 24
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """ultralightunet-t, random weights (seed 0), output bias centred so masks are ~50% foreground."""
-    from converters.calibration import load_images
+    from edgeseg.converters.calibration import load_images
+    from edgeseg.runtimes.manifest import Preprocessing
+
     from edgeseg.models import create_model
     from edgeseg.weights import CHECKPOINT_FORMAT
-    from runtimes.manifest import Preprocessing
 
     torch.manual_seed(0)
     model = create_model("ultralightunet-t").eval()
@@ -59,7 +60,7 @@ def reference(checkpoint):
 
 
 def _convert(checkpoint, out, target, precisions, **kw):
-    from converters import convert_model
+    from edgeseg.converters import convert_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "fewer than 100 calibration images"
@@ -102,10 +103,11 @@ def _fresh_images(n: int = 4) -> np.ndarray:
 
 def check_artifact(res, reference, checkpoint, max_abs: float | None, min_agreement: float) -> None:
     """Recorded parity, an independent re-run, and the manifest's truthfulness."""
-    import runtimes
-    from converters.verify import masks_of
-    from edgeseg._io import sha256_file
-    from runtimes.manifest import Manifest, manifest_path
+    from edgeseg.converters.verify import masks_of
+    from edgeseg.runtimes.manifest import Manifest, manifest_path
+
+    from edgeseg import runtimes
+    from edgeseg.common.io import sha256_file
 
     art = res.artifact
     # the manifest on disk is the one returned, and describes the file truthfully
@@ -231,7 +233,7 @@ def test_more_variants_slow(checkpoint, reference, tmp_path, target, precision, 
 
 # ---- atomicity ----
 def test_a_failed_conversion_leaves_no_complete_looking_artifact(checkpoint, tmp_path, monkeypatch):
-    import converters.api as api
+    import edgeseg.converters.api as api
 
     stale = tmp_path / "ultralightunet-t_fp32.onnx.json"
     stale.write_text("{}")
@@ -280,7 +282,8 @@ def test_cli_json_document(checkpoint, tmp_path):
 
 
 def test_cli_failing_parity_exits_nonzero(checkpoint, tmp_path, monkeypatch, capsys):
-    from converters import verify
+    from edgeseg.converters import verify
+
     from edgeseg.cli import main
 
     monkeypatch.setitem(verify.TOLERANCES, "fp32", {"atol": 1e-3, "rtol": 1e-4, "mask_agreement": 1.01})
@@ -366,7 +369,7 @@ def test_cli_missing_backend_names_the_extra(tmp_path):
 @pytest.mark.slow
 @pytest.mark.kvasir
 def test_openvino_accuracy_controlled_int8_on_kvasir(kvasir_root, checkpoint, reference, tmp_path):
-    from converters import convert_model
+    from edgeseg.converters import convert_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -404,7 +407,8 @@ def _zoo_cases():
 @pytest.mark.parametrize("name,target", _zoo_cases())
 def test_every_registered_model_converts(name, target, tmp_path):
     """fp32 of every registered model to every target that takes its dimensionality, verified."""
-    from converters import convert_model, get_target
+    from edgeseg.converters import convert_model, get_target
+
     from edgeseg.models import get_model_cfg
 
     dims = len(get_model_cfg(name).input_size)
@@ -436,7 +440,7 @@ def test_pam_unet_converts_to_tflite(tmp_path):
     """litert-torch 0.10 mis-lowers matmul(q, k^T) (a FULLY_CONNECTED LiteRT refuses); the converter traces
     attention as broadcast multiply + sum instead, which must convert and match torch."""
     pytest.importorskip("litert_torch")
-    from converters import convert_model
+    from edgeseg.converters import convert_model
 
     [res] = convert_model("pam-unet", "tflite", "fp32", img_size=64, out_dir=tmp_path, verify_size=2,
                           calib="synthetic")

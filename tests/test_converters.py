@@ -6,11 +6,10 @@ import warnings
 
 import numpy as np
 import pytest
-
-from converters.base import PRECISIONS, TARGETS, ConvertConfig, get_target, list_targets
-from converters.calibration import CalibrationSet, load_images
-from converters.verify import TOLERANCES, compare, masks_of
-from runtimes.manifest import Postprocessing, Preprocessing
+from edgeseg.converters.base import PRECISIONS, TARGETS, ConvertConfig, get_target, list_targets
+from edgeseg.converters.calibration import CalibrationSet, load_images
+from edgeseg.converters.verify import TOLERANCES, compare, masks_of
+from edgeseg.runtimes.manifest import Postprocessing, Preprocessing
 
 
 def _calib(n: int = 4, size: tuple[int, int] = (64, 64), labels: bool = False) -> CalibrationSet:
@@ -148,7 +147,7 @@ def test_compare_reports_dice_against_labels():
 # ---- calibration / verification images ----
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    from edgeseg.data.synthetic import write_synthetic_folder
+    from edgeseg.common.phantoms import write_synthetic_folder
 
     root = tmp_path_factory.mktemp("tiny")
     write_synthetic_folder(root, 10, size=(48, 40), seed=3, val_fraction=0.3)
@@ -193,9 +192,8 @@ def test_bad_calibration_sources(tmp_path):
 
 def test_onnx_toposort_orders_nodes():
     onnx = pytest.importorskip("onnx")
+    from edgeseg.converters.onnx_converter import _toposort
     from onnx import helper
-
-    from converters.onnx_converter import _toposort
 
     a = helper.make_node("Relu", ["x"], ["a"])
     b = helper.make_node("Relu", ["a"], ["y"])

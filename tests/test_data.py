@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeseg.data.folder import SegmentationFolder, find_pairs, read_image, read_mask
-from edgeseg.data.sources import open_train_val
-from edgeseg.data.synthetic import (
+from edgeseg.common.phantoms import (
     SyntheticPolypDataset,
     synthetic_sample,
     synthetic_sequence,
     write_synthetic_folder,
 )
+from edgeseg.data.folder import SegmentationFolder, find_pairs, read_image, read_mask
+from edgeseg.data.sources import open_train_val
 from edgeseg.data.transforms import normalize, scaled_size
 from tests.conftest import REPO
 
@@ -73,8 +73,8 @@ def test_synthetic_imports_without_torch():
     code = ("import sys\nclass B:\n    def find_spec(self, n, p=None, t=None):\n"
             "        if n == 'torch' or n.startswith('torch.'):\n            raise ModuleNotFoundError(n)\n"
             "sys.meta_path.insert(0, B())\n"
-            "import edgeseg.data, edgeseg.data.synthetic, edgeseg.data.folder, edgeseg.data.transforms\n"
-            "from edgeseg.data.synthetic import synthetic_sample\nsynthetic_sample(0, 32)\n"
+            "import edgeseg.data, edgeseg.common.phantoms, edgeseg.data.folder, edgeseg.data.transforms\n"
+            "from edgeseg.common.phantoms import synthetic_sample\nsynthetic_sample(0, 32)\n"
             "assert 'torch' not in sys.modules\nprint('ok')")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.stdout.strip() == "ok", res.stderr

@@ -24,7 +24,7 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from apps.endoscopy import (  # noqa: E402
+from edgeseg.apps.endoscopy import (  # noqa: E402
     EXIT_CODES,
     DemoConfig,
     LatestFrameGrabber,
@@ -40,10 +40,11 @@ from apps.endoscopy import (  # noqa: E402
     render,
     run_demo,
 )
-from apps.endoscopy.overlay import HudInfo, hud_box  # noqa: E402
-from apps.endoscopy.pipeline import LoopState, handle_key  # noqa: E402
-from runtimes import Runtime  # noqa: E402
-from runtimes.manifest import Manifest, Preprocessing, TensorSpec  # noqa: E402
+from edgeseg.apps.endoscopy.overlay import HudInfo, hud_box  # noqa: E402
+from edgeseg.apps.endoscopy.pipeline import LoopState, handle_key  # noqa: E402
+from edgeseg.runtimes import Runtime  # noqa: E402
+from edgeseg.runtimes.manifest import Manifest, Preprocessing, TensorSpec  # noqa: E402
+
 from tests.conftest import REPO  # noqa: E402
 from tests.test_packaging import _BLOCK_TORCH  # noqa: E402
 
@@ -286,7 +287,7 @@ def test_vanishing_camera_exits_3_with_recording_finalised(tmp_path):
 
 def test_model_name_runs_through_the_torch_runtime(tmp_path):
     torch = pytest.importorskip("torch")
-    from runtimes.torch_runtime import TorchRuntime
+    from edgeseg.runtimes.torch_runtime import TorchRuntime
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random weights warning
@@ -642,10 +643,10 @@ def test_demo_runs_without_torch_on_an_onnx_artifact(clip, onnx_artifact, tmp_pa
         _BLOCK_TORCH
         + f"""
 import runpy
-sys.argv = ["apps.endoscopy", "--artifact", {str(onnx_artifact)!r}, "--source", {str(clip)!r},
+sys.argv = ["edgeseg.apps.endoscopy", "--artifact", {str(onnx_artifact)!r}, "--source", {str(clip)!r},
             "--headless", "--log", {str(log)!r}, "--max-frames", "5"]
 try:
-    runpy.run_module("apps.endoscopy", run_name="__main__")
+    runpy.run_module("edgeseg.apps.endoscopy", run_name="__main__")
 except SystemExit as e:
     assert e.code == 0, e.code
 assert "torch" not in sys.modules

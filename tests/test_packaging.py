@@ -95,7 +95,7 @@ def test_cli_info_json_profiles_at_requested_size():
 def test_atomic_writes_leave_no_partial_file_and_normal_permissions(tmp_path):
     import os
 
-    from edgeseg._io import atomic_path, atomic_write_json
+    from edgeseg.common.io import atomic_path, atomic_write_json
 
     dest = tmp_path / "a.json"
     atomic_write_json(dest, {"x": 1})
@@ -110,7 +110,7 @@ def test_atomic_writes_leave_no_partial_file_and_normal_permissions(tmp_path):
 
 def test_apps_do_not_reach_back_into_the_cli():
     # apps -> runtimes -> edgeseg: the demo's own entry point must not import edgeseg.cli (which imports apps).
-    res = _run_py(_BLOCK_TORCH + "import apps.endoscopy, apps.endoscopy.cli, apps.endoscopy.__main__\n"
+    res = _run_py(_BLOCK_TORCH + "import edgeseg.apps.endoscopy, edgeseg.apps.endoscopy.cli, edgeseg.apps.endoscopy.__main__\n"
                   "assert not any(m.startswith('edgeseg.cli') for m in sys.modules), 'edgeseg.cli imported'\n"
                   "print('ok')")
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr

@@ -12,9 +12,10 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
 
+from edgeseg.runtimes.manifest import Preprocessing  # noqa: E402
+from edgeseg.runtimes.processing import preprocess, read_image, sigmoid  # noqa: E402
+
 from edgeseg.cli import main  # noqa: E402
-from runtimes.manifest import Preprocessing  # noqa: E402
-from runtimes.processing import preprocess, read_image, sigmoid  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from tests.test_packaging import _BLOCK_TORCH  # noqa: E402
 from tests.test_runtimes import MODEL, SIZE, export_onnx, reference_model, torch_logits  # noqa: E402
@@ -24,7 +25,7 @@ SIZES = [(96, 128), (64, 64), (50, 80)]
 
 def _image(seed: int, h: int, w: int) -> np.ndarray:
     try:
-        from edgeseg.data.synthetic import synthetic_sample
+        from edgeseg.common.phantoms import synthetic_sample
 
         return synthetic_sample(seed, size=(h, w))[0]
     except ImportError:  # the generator is optional here: smooth random colours do as well

@@ -1,4 +1,4 @@
-"""runtimes.processing: resize modes undo exactly, normalisation, activations, masks back to the frame."""
+"""edgeseg.runtimes.processing: resize modes undo exactly, normalisation, activations, masks back to the frame."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from runtimes.manifest import Postprocessing, Preprocessing  # noqa: E402
-from runtimes.processing import (  # noqa: E402
+from edgeseg.runtimes.manifest import Postprocessing, Preprocessing  # noqa: E402
+from edgeseg.runtimes.processing import (  # noqa: E402
     fit_frame,
     mask_to_png,
     normalize,

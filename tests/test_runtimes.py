@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edgeseg.runtimes.base import DeviceNotAvailableError, Runtime, RuntimeUnavailableError
+from edgeseg.runtimes.manifest import Manifest, Preprocessing, TensorSpec, manifest_path
 
-import runtimes
-from runtimes.base import DeviceNotAvailableError, Runtime, RuntimeUnavailableError
-from runtimes.manifest import Manifest, Preprocessing, TensorSpec, manifest_path
+from edgeseg import runtimes
 from tests.conftest import REPO
 from tests.test_packaging import _BLOCK_TORCH
 
@@ -114,7 +114,7 @@ def test_openvino_runs_onnx_and_ir_like_torch(onnx_artifact, ref, batch, tmp_pat
 
 def test_torch_runtime_by_name_checkpoint_and_module(ref, batch, tmp_path):
     torch = pytest.importorskip("torch")
-    from runtimes.torch_runtime import TorchRuntime
+    from edgeseg.runtimes.torch_runtime import TorchRuntime
 
     ckpt = tmp_path / "best.pt"
     torch.save({"format": "edgeseg-checkpoint/1", "model": MODEL, "model_kwargs": {},
@@ -230,7 +230,7 @@ def test_unknown_device_lists_the_available_ones(onnx_artifact):
 
 
 def test_provider_mapping():
-    from runtimes.ort_runtime import providers_for
+    from edgeseg.runtimes.ort_runtime import providers_for
 
     have = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert providers_for("gpu", have) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -255,7 +255,7 @@ def test_unknown_runtime_missing_artifact_and_wrong_target(onnx_artifact, tmp_pa
 
 
 def test_missing_backend_names_the_extra(monkeypatch, onnx_artifact):
-    from runtimes.openvino_runtime import OpenVINORuntime
+    from edgeseg.runtimes.openvino_runtime import OpenVINORuntime
 
     monkeypatch.setattr(OpenVINORuntime, "is_available", classmethod(lambda cls: False))
     with pytest.raises(RuntimeUnavailableError, match=r"pip install 'edgeseg\[openvino\]' -c constraints.txt"):
@@ -329,7 +329,7 @@ print("ok")
 
 
 def test_parse_cpuinfo_x86_and_arm():
-    from runtimes.sysinfo import ISA_FLAGS, isa_summary, parse_cpuinfo
+    from edgeseg.runtimes.sysinfo import ISA_FLAGS, isa_summary, parse_cpuinfo
 
     x86 = ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Xeon X\nphysical id\t: 0\ncore id\t: 0\n"
            "flags\t\t: fpu sse4_2 avx2 avx512f avx512_vnni amx_tile\n\n"

@@ -139,7 +139,7 @@ def test_attention_regulariser_is_added_when_the_model_exposes_maps():
 
 
 def test_checkpoint_contents_match_the_manifest_preprocessing(tmp_path):
-    from runtimes.manifest import Preprocessing
+    from edgeseg.runtimes.manifest import Preprocessing
 
     res = train(_tiny(tmp_path, epochs=1))
     ckpt = read_checkpoint(res.best_path)

@@ -246,7 +246,7 @@ def test_unetr_flops_at_96(unetr_module):
 def test_models_import_without_monai_and_unetr_says_what_to_install():
     code = (
         "import sys; sys.modules['monai'] = None\n"
-        "from edgeseg._deps import MissingDependencyError\n"
+        "from edgeseg.common.deps import MissingDependencyError\n"
         "from edgeseg.models import create_model, list_models\n"
         "assert 'unetr' in list_models('unetr*')\n"
         "try:\n"

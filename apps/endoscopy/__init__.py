@@ -4,7 +4,7 @@ Built only on the public ``runtimes`` API and OpenCV, so it runs on a device wit
 goes through the torch runtime, which needs torch; a converted artifact does not).
 
 Examples:
-    >>> from apps.endoscopy import DemoConfig, run_demo
+    >>> from edgeseg.apps.endoscopy import DemoConfig, run_demo
     >>> summary = run_demo(DemoConfig(artifact="exports/ultralightunet-s_fp32.xml", source="synthetic",
     ...                               headless=True, record="demo.avi", log="demo.jsonl", max_frames=100))
     >>> print(summary.text())
@@ -15,7 +15,7 @@ Examples:
 
 from __future__ import annotations
 
-from apps.endoscopy.capture import (
+from edgeseg.apps.endoscopy.capture import (
     CameraSource,
     Frame,
     LatestFrameGrabber,
@@ -26,11 +26,11 @@ from apps.endoscopy.capture import (
     VideoFileSource,
     open_source,
 )
-from apps.endoscopy.inference import Segmenter, open_segmenter
-from apps.endoscopy.outputs import Summary
-from apps.endoscopy.overlay import HudInfo, MaskInfo, Region, analyse_mask, find_regions, render
-from apps.endoscopy.pipeline import EXIT_CODES, DemoConfig, run_demo
-from apps.endoscopy.serve import MjpegServer
+from edgeseg.apps.endoscopy.inference import Segmenter, open_segmenter
+from edgeseg.apps.endoscopy.outputs import Summary
+from edgeseg.apps.endoscopy.overlay import HudInfo, MaskInfo, Region, analyse_mask, find_regions, render
+from edgeseg.apps.endoscopy.pipeline import EXIT_CODES, DemoConfig, run_demo
+from edgeseg.apps.endoscopy.serve import MjpegServer
 
 __all__ = [
     "EXIT_CODES",

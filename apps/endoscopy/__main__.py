@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from apps.endoscopy.cli import main
+from edgeseg.apps.endoscopy.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

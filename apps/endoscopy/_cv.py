@@ -7,6 +7,6 @@ from typing import Any
 
 def cv2() -> Any:
     """The ``cv2`` module (``pip install 'edgeseg[app]'`` when missing)."""
-    from edgeseg._deps import require
+    from edgeseg.common.deps import require
 
     return require("cv2", "the endoscopy demo")

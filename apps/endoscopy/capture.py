@@ -1,6 +1,6 @@
 """Frame sources (camera, video file, synthetic sequence) and the latest-frame capture thread.
 
-Every source yields RGB ``uint8`` frames (as ``runtimes.processing`` takes them; OpenCV's BGR is converted
+Every source yields RGB ``uint8`` frames (as ``edgeseg.runtimes.processing`` takes them; OpenCV's BGR is converted
 once at capture). Two ways of reading them:
 
 * **Live** (a camera, or a file/synthetic source with ``realtime=True``): a :class:`LatestFrameGrabber`
@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from apps.endoscopy import _cv
+from edgeseg.apps.endoscopy import _cv
 
 SYNTHETIC = "synthetic"
 
@@ -229,7 +228,7 @@ class VideoFileSource(_CaptureSource):
 
 
 class SyntheticSource(Source):
-    """The synthetic endoscopy sequence (a moving polyp phantom) from ``edgeseg.data.synthetic``.
+    """The synthetic endoscopy sequence (a moving polyp phantom) from ``edgeseg.common.phantoms``.
 
     ``distinct`` frames are rendered once at open (rendering costs ~20 ms a frame at 256x256, more than a
     frame period) and played forward and backward, so the loop has no jump. The stream is endless unless
@@ -265,7 +264,7 @@ class SyntheticSource(Source):
         self._i = 0
 
     def _open(self) -> None:
-        from edgeseg.data.synthetic import synthetic_sequence
+        from edgeseg.common.phantoms import synthetic_sequence
 
         for rgb, mask in synthetic_sequence(self.distinct, self.size, seed=self.seed):
             self._frames.append(rgb)

@@ -84,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo for parsed arguments; returns the exit code."""
-    from apps.endoscopy import EXIT_CODES, DemoConfig, run_demo
+    from edgeseg.apps.endoscopy import EXIT_CODES, DemoConfig, run_demo
 
     config = DemoConfig(
         artifact=args.artifact,
@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (ValueError, FileNotFoundError, ImportError, OSError) as exc:
-        from edgeseg._errors import first_line
+        from edgeseg.common.errors import first_line
 
         print(f"edgeseg demo: error: {first_line(exc)}", file=sys.stderr)
         return 2

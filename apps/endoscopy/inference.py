@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from edgeseg.runtimes import Runtime
+from edgeseg.runtimes.processing import RESIZE_MODES, postprocess, preprocess
 
-import runtimes
-from runtimes import Runtime
-from runtimes.processing import RESIZE_MODES, postprocess, preprocess
+from edgeseg import runtimes
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Segmentation:
 class Segmenter:
     """Frame (RGB uint8, any size) -> binary polyp mask at frame size, through a loaded runtime.
 
-    Pre- and post-processing are ``runtimes.processing``'s (stretch/letterbox, mean/std, colour, activation,
+    Pre- and post-processing are ``edgeseg.runtimes.processing``'s (stretch/letterbox, mean/std, colour, activation,
     threshold, mapping the mask back to the frame), as the manifest says.
 
     Args:
@@ -98,7 +98,7 @@ class Segmenter:
             except ValueError:
                 raise
             except Exception as exc:  # a backend error here means the file and its manifest disagree
-                from edgeseg._errors import first_line
+                from edgeseg.common.errors import first_line
 
                 raise ValueError(
                     f"{self.runtime.artifact}: the model fails on the manifest's input "
@@ -120,7 +120,7 @@ class Segmenter:
 
     # ---- per frame ----
     def __call__(self, frame: np.ndarray, threshold: float | None = None) -> Segmentation:
-        """RGB uint8 frame (any size) -> binary mask at the frame's size, through ``runtimes.processing``."""
+        """RGB uint8 frame (any size) -> binary mask at the frame's size, through ``edgeseg.runtimes.processing``."""
         t0 = time.perf_counter()
         x, infos = preprocess(frame, self.pre)
         t1 = time.perf_counter()

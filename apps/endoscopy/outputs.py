@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+from edgeseg.apps.endoscopy import _cv
 
-from apps.endoscopy import _cv
-from edgeseg._io import atomic_path
+from edgeseg.common.io import atomic_path
 
 # container suffix -> FourCC that this OpenCV/FFmpeg build writes (see TOOLCHAIN.md)
 CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "MJPG", ".mov": "mp4v"}
 
 
 class _AtomicFile:
-    """:func:`edgeseg._io.atomic_path` held open across a run: a temp path beside ``dest`` that becomes
+    """:func:`edgeseg.common.io.atomic_path` held open across a run: a temp path beside ``dest`` that becomes
     ``dest`` on :meth:`commit` or disappears on :meth:`discard`."""
 
     def __init__(self, dest: str | Path):

@@ -1,6 +1,6 @@
 """The demo's overlay on an RGB frame: tinted mask and its outline, per-polyp boxes with area %, and the HUD.
 
-The tint and outline are ``runtimes.processing.overlay`` (one copy of that code for predict, bench and the
+The tint and outline are ``edgeseg.runtimes.processing.overlay`` (one copy of that code for predict, bench and the
 demo; the outline is one pixel wide on the mask's own border, so only mask pixels change); this module adds
 what is specific to the live demo: connected regions with their boxes and areas, and the heads-up display.
 """
@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from apps.endoscopy import _cv
-from runtimes.processing import overlay
+from edgeseg.apps.endoscopy import _cv
+from edgeseg.runtimes.processing import overlay
 
 BOX_COLOR = (255, 220, 0)  # RGB
 TEXT_COLOR = (255, 255, 255)

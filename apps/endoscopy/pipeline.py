@@ -2,7 +2,7 @@
 
 One frame at a time, in the caller's thread; only capture runs beside it (for live sources), so the shown
 frame is the one the mask was computed on and the overlay lags the camera by at most one inference. Files
-and the synthetic sequence are read synchronously unless ``realtime`` (see :mod:`apps.endoscopy.capture`).
+and the synthetic sequence are read synchronously unless ``realtime`` (see :mod:`edgeseg.apps.endoscopy.capture`).
 
 Every way the loop can end (source finished, ``--max-frames``, q, Ctrl-C/SIGTERM, camera unplugged, a
 runtime error mid-stream) goes through the same exit: recording and log are finalised, the summary says
@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from apps.endoscopy import _cv
-from apps.endoscopy.capture import (
+from edgeseg.apps.endoscopy import _cv
+from edgeseg.apps.endoscopy.capture import (
     LatestFrameGrabber,
     Source,
     SourceLost,
@@ -34,11 +33,11 @@ from apps.endoscopy.capture import (
     open_source,
     reader_for,
 )
-from apps.endoscopy.inference import Segmenter, open_segmenter
-from apps.endoscopy.outputs import CODECS, JsonlLog, Stats, Summary, VideoRecorder
-from apps.endoscopy.overlay import HudInfo, analyse_mask, render
-from apps.endoscopy.serve import MjpegServer
-from runtimes.processing import write_image
+from edgeseg.apps.endoscopy.inference import Segmenter, open_segmenter
+from edgeseg.apps.endoscopy.outputs import CODECS, JsonlLog, Stats, Summary, VideoRecorder
+from edgeseg.apps.endoscopy.overlay import HudInfo, analyse_mask, render
+from edgeseg.apps.endoscopy.serve import MjpegServer
+from edgeseg.runtimes.processing import write_image
 
 WINDOW = "edgeseg demo"
 THRESHOLD_STEP = 0.05

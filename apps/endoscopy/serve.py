@@ -15,8 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
-
-from apps.endoscopy import _cv
+from edgeseg.apps.endoscopy import _cv
 
 _BOUNDARY = "edgesegframe"
 

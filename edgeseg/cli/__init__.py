@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from edgeseg import __version__
-from edgeseg._errors import first_line
+from edgeseg.common.errors import first_line
 
 # Listing order in --help; discovered modules not named here follow alphabetically.
 _ORDER = ["models", "info", "devices", "train", "evaluate", "predict", "convert", "bench", "demo"]
@@ -55,7 +55,7 @@ def _fail(msg: str, code: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edgeseg`` console script."""
-    from edgeseg._deps import quiet_third_party_logs
+    from edgeseg.common.deps import quiet_third_party_logs
 
     quiet_third_party_logs()
     parser = build_parser()
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
         return 1
     except ImportError as exc:
-        from edgeseg._deps import MissingDependencyError, missing_message
+        from edgeseg.common.deps import MissingDependencyError, missing_message
 
         if isinstance(exc, MissingDependencyError) or not exc.name:
             return _fail(first_line(exc), 2)

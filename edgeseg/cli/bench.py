@@ -81,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _history(args):
-    from benchmarks.history import History
+    from edgeseg.benchmarks.history import History
 
     return History(args.db)
 
@@ -118,21 +118,21 @@ def _parse_options(items: list[str], base: dict | None, valid: list[str], flag: 
 
 def parse_runtime_options(items: list[str], base: dict | None = None) -> dict[str, dict]:
     """``["openvino.hint=LATENCY", ...]`` -> ``{"openvino": {"hint": "LATENCY"}}`` (values read as YAML)."""
-    from runtimes import list_runtimes
+    from edgeseg.runtimes import list_runtimes
 
     return _parse_options(items, base, list_runtimes(), "--runtime-option", "runtime", "openvino.hint=LATENCY")
 
 
 def parse_convert_options(items: list[str], base: dict | None = None) -> dict[str, dict]:
     """``["onnx.calib_method=percentile"]`` -> ``{"onnx": {"calib_method": "percentile"}}``."""
-    from benchmarks.harness import TARGETS
+    from edgeseg.benchmarks.harness import TARGETS
 
     return _parse_options(items, base, list(TARGETS), "--convert-option", "target", "onnx.calib_method=percentile")
 
 
 def _config(args):
-    from benchmarks.harness import BenchConfig
-    from benchmarks.suite import load_suite
+    from edgeseg.benchmarks.harness import BenchConfig
+    from edgeseg.benchmarks.suite import load_suite
 
     suite = load_suite(args.suite) if args.suite else {}
     model = args.model or suite.get("model")
@@ -170,9 +170,9 @@ def _config(args):
 
 
 def _run(args) -> int:
-    from benchmarks.compare import check_gates
-    from benchmarks.harness import run_benchmark
-    from benchmarks.report import write_reports
+    from edgeseg.benchmarks.compare import check_gates
+    from edgeseg.benchmarks.harness import run_benchmark
+    from edgeseg.benchmarks.report import write_reports
 
     cfg, suite_gates = _config(args)
     gates = {k: getattr(args, k) if getattr(args, k) is not None else suite_gates.get(k)
@@ -219,7 +219,7 @@ def _show_history(args) -> int:
 
 
 def _compare(args) -> int:
-    from benchmarks.compare import compare_runs
+    from edgeseg.benchmarks.compare import compare_runs
 
     if len(args.run_ids) != 2:
         raise ValueError("compare takes two runs: edgeseg bench compare RUN_A RUN_B (see `edgeseg bench history`)")
@@ -248,7 +248,7 @@ def _show(args) -> int:
         raise ValueError("show takes one run: edgeseg bench show RUN (see `edgeseg bench history`)")
     run = _history(args).load(args.run_ids[0])
     if args.out != "bench-out":
-        from benchmarks.report import write_reports
+        from edgeseg.benchmarks.report import write_reports
 
         write_reports(run, args.out, html=not args.no_html)
     if args.json:

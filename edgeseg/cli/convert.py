@@ -114,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     with _stdout_to_stderr(args.json):
-        from converters.api import convert_model
+        from edgeseg.converters.api import convert_model
 
         results = convert_model(
             args.model,

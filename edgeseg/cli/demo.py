@@ -8,13 +8,13 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # The demo's arguments live with the app (apps.endoscopy.cli), which does not import edgeseg.cli.
-    from apps.endoscopy import cli as app_cli
+    from edgeseg.apps.endoscopy import cli as app_cli
 
     p.description = app_cli.__doc__.split("\n\n", 1)[1]  # the app's help, without its module line
     app_cli.add_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
-    from apps.endoscopy.cli import run
+    from edgeseg.apps.endoscopy.cli import run
 
     return run(args)

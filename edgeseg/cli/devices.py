@@ -41,8 +41,8 @@ def _what(row: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from runtimes import runtime_info
-    from runtimes.sysinfo import cpu_info, isa_summary
+    from edgeseg.runtimes import runtime_info
+    from edgeseg.runtimes.sysinfo import cpu_info, isa_summary
 
     cpu = cpu_info()
     rows = runtime_info()

@@ -72,7 +72,7 @@ def resolve_model(weights: str | None, model: str | None):
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from edgeseg._io import atomic_write_json, atomic_write_text, check_writable_dir
+    from edgeseg.common.io import atomic_write_json, atomic_write_text, check_writable_dir
     from edgeseg.data.sources import _has_split, _is_synthetic, open_split
     from edgeseg.data.transforms import parse_shift, preprocessing_dict
     from edgeseg.train.evaluate import evaluate_pairs
@@ -130,7 +130,7 @@ def _evaluate_volumes(args, net, ckpt, wdesc: str, out) -> int:
     """3D checkpoints: whole volumes by sliding windows (the training's validation, see volume_loop)."""
     import torch
 
-    from edgeseg._io import atomic_write_json, atomic_write_text
+    from edgeseg.common.io import atomic_write_json, atomic_write_text
     from edgeseg.train.volume_loop import eval_volumes, evaluate_volumes
 
     cfg = net.model_cfg

@@ -39,7 +39,7 @@ def model_summary(name: str, input_size: int | tuple[int, ...] | None = None) ->
 def main(args: argparse.Namespace) -> int:
     import sys
 
-    from edgeseg._deps import MissingDependencyError
+    from edgeseg.common.deps import MissingDependencyError
     from edgeseg.models import list_models
 
     names = list_models(args.pattern)

@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _open_runner(args: argparse.Namespace) -> Any:
-    import runtimes
+    from edgeseg import runtimes
 
     given = [n for n in ("artifact", "weights") if getattr(args, n)]
     if len(given) > 1:
@@ -68,7 +68,7 @@ def _open_runner(args: argparse.Namespace) -> Any:
 
 
 def _inputs(path: Path) -> tuple[str, list[Path]]:
-    from runtimes.processing import IMAGE_SUFFIXES
+    from edgeseg.runtimes.processing import IMAGE_SUFFIXES
 
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -93,7 +93,14 @@ def _stems(files: list[Path]) -> list[str]:
 
 
 def _predict_images(runner: Any, files: list[Path], out: Path, args: argparse.Namespace) -> list[dict]:
-    from runtimes.processing import mask_to_png, overlay, postprocess, preprocess, read_image, write_image
+    from edgeseg.runtimes.processing import (
+        mask_to_png,
+        overlay,
+        postprocess,
+        preprocess,
+        read_image,
+        write_image,
+    )
 
     m = runner.manifest
     rows = []
@@ -118,9 +125,9 @@ def _predict_images(runner: Any, files: list[Path], out: Path, args: argparse.Na
 
 
 def _predict_video(runner: Any, path: Path, out: Path, args: argparse.Namespace) -> list[dict]:
-    from edgeseg._deps import require
-    from edgeseg._io import atomic_path
-    from runtimes.processing import overlay, postprocess, preprocess
+    from edgeseg.common.deps import require
+    from edgeseg.common.io import atomic_path
+    from edgeseg.runtimes.processing import overlay, postprocess, preprocess
 
     cv2 = require("cv2", "video prediction")
     m = runner.manifest
@@ -169,7 +176,7 @@ def _predict_video(runner: Any, path: Path, out: Path, args: argparse.Namespace)
 
 
 def main(args: argparse.Namespace) -> int:
-    from edgeseg._io import atomic_write_json, check_writable_dir
+    from edgeseg.common.io import atomic_write_json, check_writable_dir
 
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")

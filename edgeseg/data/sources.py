@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.common.phantoms import SyntheticPolypDataset
 from edgeseg.data.folder import SegmentationFolder, find_pairs
-from edgeseg.data.synthetic import SyntheticPolypDataset
 
 SYNTHETIC_TRAIN = 400
 SYNTHETIC_VAL = 80

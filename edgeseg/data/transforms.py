@@ -20,7 +20,7 @@ MULTISCALE = (0.75, 1.0, 1.25)
 def preprocessing_dict(size: Sequence[int], mean: Sequence[float] = IMAGENET_MEAN,
                        std: Sequence[float] = IMAGENET_STD, color: str = "rgb",
                        resize: str = "stretch") -> dict:
-    """The pre-processing record a checkpoint carries (same fields as ``runtimes.manifest.Preprocessing``)."""
+    """The pre-processing record a checkpoint carries (same fields as ``edgeseg.runtimes.manifest.Preprocessing``)."""
     return {"size": [int(s) for s in size], "resize": resize, "mean": [float(m) for m in mean],
             "std": [float(s) for s in std], "color": color}
 

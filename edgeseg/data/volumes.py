@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg._deps import require
+from edgeseg.common.deps import require
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ def write_synthetic_msd(root: str | Path, n: int, size: int | Sequence[int] = 48
     """Write ``n`` :func:`synthetic_volume` cases as an MSD folder (``dataset.json``, ``imagesTr``,
     ``labelsTr``, NIfTI ``.nii.gz``) that :class:`MSDVolumes` reads; ``spacing`` is in (D, H, W) order."""
     nib = require("nibabel", "writing NIfTI volumes")
-    from edgeseg._io import atomic_path, atomic_write_json
+    from edgeseg.common.io import atomic_path, atomic_write_json
 
     root = Path(root)
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg._deps import require
+from edgeseg.common.deps import require
 from edgeseg.layers._nd import is_exporting
 from edgeseg.layers.gates import AttentionGate
 from edgeseg.models._input import check_input

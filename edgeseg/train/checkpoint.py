@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from edgeseg import __version__
-from edgeseg._io import atomic_path
+from edgeseg.common.io import atomic_path
 from edgeseg.weights import CHECKPOINT_FORMAT, read_checkpoint
 
 

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgeseg._errors import first_line
-from edgeseg._io import atomic_write_json, atomic_write_text
+from edgeseg.common.errors import first_line
+from edgeseg.common.io import atomic_write_json, atomic_write_text
 from edgeseg.data.sources import open_train_val
 from edgeseg.data.transforms import MULTISCALE, BatchAugment, preprocessing_dict
 from edgeseg.train.checkpoint import build_checkpoint, cpu_state_dict, load_resume_state, save_checkpoint

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgeseg._io import atomic_write_json, sha256_file
+from edgeseg.common.io import atomic_write_json, sha256_file
 from edgeseg.train.checkpoint import shrink_for_shipping
 from edgeseg.weights import _HERE as WEIGHTS_DIR
 from edgeseg.weights import read_checkpoint

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeseg._errors import first_line
+from edgeseg.common.errors import first_line
 from edgeseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, normalize
 from edgeseg.train.losses import bce_iou_loss
 
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     if not files:  # synthetic: write JPEGs so that "decode" really decodes
         import tempfile
 
-        from edgeseg.data.synthetic import write_synthetic_folder
+        from edgeseg.common.phantoms import write_synthetic_folder
 
         tmp = Path(tempfile.mkdtemp())
         write_synthetic_folder(tmp, imgs.shape[0], args.img_size)
