@@ -428,6 +428,7 @@ def _fill(row: Row, res: dict[str, Any], logits: np.ndarray, masks: np.ndarray, 
     row.peak_rss_mb = res.get("peak_rss_mb")
     row.rss_before_load_mb = res.get("rss_before_load_mb")
     row.runtime_info = res.get("runtime_info") or {}
+    row.warning = res.get("int8_warning") or ""
     act = "sigmoid" if num_classes == 1 else "softmax"
     pred = stats.masks_from_logits(logits, act)
     acc = stats.accuracy(pred, masks)

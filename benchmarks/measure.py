@@ -146,6 +146,7 @@ def measure_runtime(
         "peak_rss_mb": peak,
         "rss_before_load_mb": rss0,
         "runtime_info": info,
+        "int8_warning": getattr(rt, "int8_warning", None),
     }
     if outputs_path is not None:
         np.save(outputs_path, outs)

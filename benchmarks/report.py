@@ -83,7 +83,7 @@ def md_cells(r: Row) -> list[str]:
     return [label, r.status, _f(lat.get("p50"), ".2f"), _f(lat.get("p90"), ".2f"), _f(lat.get("p99"), ".2f"),
             _f(r.fps, ".1f"), "-" if r.speedup is None else f"{r.speedup:.2f}x", _size(r.size_bytes),
             _f(r.dice, ".4f"), _f(r.iou, ".4f"), _f(r.agreement, ".4f"), _f(r.max_abs_diff, ".2e"),
-            _f(r.psnr_db, ".1f"), r.reason.replace("|", "/")]
+            _f(r.psnr_db, ".1f"), (r.reason or (f"warning: {r.warning}" if r.warning else "")).replace("|", "/")]
 
 
 def environment_line(env: dict[str, Any]) -> str:

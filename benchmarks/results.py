@@ -111,6 +111,7 @@ class Row:
     mean_abs_diff: float | None = None
     psnr_db: float | None = None
     runtime_info: dict[str, Any] = field(default_factory=dict)
+    warning: str = ""  # e.g. an int8 artifact verified on another CPU's int8 kernels
 
     @classmethod
     def from_spec(cls, spec: RowSpec, **kw: Any) -> Row:

@@ -52,16 +52,18 @@ def do_convert(job: dict[str, Any], progress=None) -> dict[str, Any]:
     say = progress or (lambda s: None)
     say("convert")
     try:
-        from edgeseg.converters import convert_model
+        from edgeseg.converters import convert_model, split_options
 
-        kwargs = {"verify": False, **(job.get("options") or {})}
+        flat = {"verify": False, "img_size": job["img_size"], "name": job.get("name"),
+                "threads": job.get("threads"), **(job.get("options") or {})}
         if job["precision"] == "int8" and job.get("calib"):
-            kwargs.setdefault("calib", job["calib"])
-            kwargs.setdefault("calib_size", job.get("calib_size", 32))
+            flat.setdefault("calib", job["calib"])
+            flat.setdefault("calib_size", job.get("calib_size", 32))
+        export, quant, verify = split_options(flat)
         t0 = time.perf_counter()
         results = convert_model(job["model"], target=job["target"], precision=job["precision"],
-                                weights=job.get("weights"), img_size=job["img_size"], out_dir=job["out_dir"],
-                                name=job.get("name"), threads=job.get("threads"), **kwargs)
+                                weights=job.get("weights"), export=export, quant=quant, verify=verify,
+                                out_dir=job["out_dir"])
         res = results[0]
         return {"ok": True, "stage": "convert", "artifact": str(res.artifact.path),
                 "convert_time_s": time.perf_counter() - t0, "parity": res.manifest.parity}

@@ -3,7 +3,7 @@
 Examples:
     >>> from edgeseg.converters import convert_model
     >>> results = convert_model("ultralightunet-s", target="tflite")            # fp32, verified, manifest
-    >>> results = convert_model("ultralightunet-s", "all", "all", calib="synthetic")
+    >>> results = convert_model("ultralightunet-s", "all", "all", quant=QuantOptions(calib="synthetic"))
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from edgeseg.converters.base import (
     get_target,
     list_targets,
 )
+from edgeseg.converters.options import ExportOptions, QuantOptions, VerifyOptions, split_options
 
 __all__ = [
     "PRECISIONS",
@@ -29,6 +30,10 @@ __all__ = [
     "ConvertConfig",
     "ConvertResult",
     "Converter",
+    "ExportOptions",
+    "QuantOptions",
+    "VerifyOptions",
+    "split_options",
     "TargetSpec",
     "convert_model",
     "get_converter",

@@ -29,13 +29,12 @@ from edgeseg.converters.base import (
     list_targets,
 )
 from edgeseg.converters.calibration import (
-    DEFAULT_CALIB_SIZE,
-    DEFAULT_VERIFY_SIZE,
     CalibrationSet,
     check_source,
     load_images,
     random_inputs,
 )
+from edgeseg.converters.options import ExportOptions, QuantOptions, VerifyOptions
 from edgeseg.converters.provenance import build_manifest, preprocessing_for, weights_record
 from edgeseg.converters.verify import Parity, verify_artifact
 from edgeseg.runtimes.manifest import Manifest, manifest_path
@@ -164,23 +163,10 @@ def convert_model(
     precision: str | Sequence[str] = "fp32",
     *,
     weights: str | Path | None = None,
-    calib: str | Path | None = None,
-    calib_size: int = DEFAULT_CALIB_SIZE,
-    verify_size: int = DEFAULT_VERIFY_SIZE,
-    img_size: int | Sequence[int] | None = None,
-    batch: int | None = 1,
-    layout: str | None = None,
+    export: ExportOptions | None = None,
+    quant: QuantOptions | None = None,
+    verify: VerifyOptions | None = None,
     out_dir: str | Path = "exports",
-    verify: bool = True,
-    int8_scheme: str = "static",
-    calib_method: str | None = None,
-    quantizer: str | None = None,
-    max_dice_drop: float | None = None,
-    exporter: str = "torchscript",
-    opset: int = 17,
-    simplify: bool = True,
-    name: str | None = None,
-    threads: int | None = None,
     model_kwargs: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[ConvertResult]:
@@ -191,25 +177,12 @@ def convert_model(
         target: "onnx", "openvino", "tflite", "all", or a list.
         precision: "fp32", "fp16", "int8", "all", or a list.
         weights: checkpoint; default the shipped weights, else random weights (with a warning).
-        calib: calibration source for static int8: an image folder or "synthetic"; it also supplies the
-            held-back verification images (its val split / held-out part). Default: synthetic verification.
-        calib_size: calibration images (warning below 100).
-        verify_size: held-back verification images.
-        img_size: spatial input size (int or tuple); default the size in the checkpoint's pre-processing
-            record (what the weights were trained at), else the model's.
-        batch: fixed batch, or None for a dynamic batch (ONNX, OpenVINO).
-        layout: "nchw" or "nhwc"; default per target (TFLite: nhwc, others: nchw).
+        export: input size, batch, layout, ONNX exporter and file-name stem (:class:`ExportOptions`).
+        quant: int8 calibration, scheme, tool and target kernels (:class:`QuantOptions`); static int8 needs
+            ``quant.calib``, which also supplies the held-back verification images.
+        verify: the parity check against the FP32 torch model (:class:`VerifyOptions`); default on, with
+            synthetic verification images unless ``quant.calib`` gives real ones.
         out_dir: output folder.
-        verify: compare each artifact with the FP32 torch model through ``runtimes``.
-        int8_scheme: "static" or "dynamic".
-        calib_method: ONNX: "minmax", "entropy" or "percentile".
-        quantizer: TFLite int8: "pt2e" or "aeq" (ai-edge-quantizer).
-        max_dice_drop: OpenVINO int8 with NNCF accuracy control (needs a labelled ``calib`` folder).
-        exporter: ONNX exporter, "torchscript" or "dynamo".
-        opset: ONNX opset (>= 17).
-        simplify: simplify the ONNX graph.
-        name: file-name stem (default: the model name).
-        threads: runtime threads for verification.
         model_kwargs: builder options (e.g. ``num_classes``).
         log: progress callback (one line per step).
 
@@ -217,11 +190,14 @@ def convert_model(
         One :class:`ConvertResult` per artifact (check ``.passed``).
 
     Examples:
-        >>> from edgeseg.converters import convert_model
+        >>> from edgeseg.converters import QuantOptions, convert_model
         >>> [r] = convert_model("ultralightunet-s", "tflite")
         >>> r.artifact.path, r.parity.figures["mask_agreement"]
-        >>> convert_model("ultralightunet-s", "all", "all", calib="data/kvasir-seg", out_dir="exports")
+        >>> convert_model("ultralightunet-s", "all", "all", quant=QuantOptions(calib="data/kvasir-seg"))
     """
+    export = export or ExportOptions()
+    quant = quant or QuantOptions()
+    verify = verify or VerifyOptions()
     say = log or (lambda _msg: None)
     from edgeseg.common.io import check_writable_dir
     from edgeseg.models import get_model_cfg
@@ -229,13 +205,14 @@ def convert_model(
     # every check that needs no model weights and no data comes first
     targets = _expand(target, list_targets(), "target")
     precisions = _expand(precision, PRECISIONS, "precision")
-    needs_calib = "int8" in precisions and int8_scheme == "static"
+    needs_calib = "int8" in precisions and quant.static
+    calib = quant.calib
     if needs_calib and calib is None:
         raise ValueError(
             "int8 needs calibration data: pass --calib IMAGE_FOLDER or --calib synthetic "
             "(or --int8-scheme dynamic, which needs none)"
         )
-    if calib is not None and (needs_calib or verify):
+    if calib is not None and (needs_calib or verify.enabled):
         check_source(calib)
     kwargs = dict(model_kwargs or {})
     mcfg = get_model_cfg(model) if isinstance(model, str) else getattr(model, "model_cfg", None)
@@ -252,7 +229,7 @@ def convert_model(
         ckpt = None
     trained = ((ckpt or {}).get("preprocessing") or {}).get("size")
     # default size: the one the weights were trained at, else the model's
-    size = _sizes(img_size if img_size is not None else (tuple(trained) if trained else None), mcfg)
+    size = _sizes(export.img_size if export.img_size is not None else (tuple(trained) if trained else None), mcfg)
     asked = [target] if isinstance(target, str) else list(target)
     if "all" in asked:  # "all" means every target that can take this model
         skip = [t for t in targets if len(size) not in get_target(t).spatial_dims]
@@ -265,36 +242,37 @@ def convert_model(
     base = dict(
         input_size=size,
         in_channels=in_ch,
-        batch=batch,
-        layout=layout,
-        int8_scheme=int8_scheme,
-        calib_method=calib_method,
-        quantizer=quantizer,
-        opset=opset,
-        exporter=exporter,
-        simplify=simplify,
+        batch=export.batch,
+        layout=export.layout,
+        int8_scheme=quant.scheme,
+        calib_method=quant.calib_method,
+        quantizer=quant.quantizer,
+        int8_isa=quant.isa,
+        opset=export.opset,
+        exporter=export.exporter,
+        simplify=export.simplify,
     )
     for t in targets:
         for p in precisions:
-            static = p == "int8" and int8_scheme == "static"
+            static = p == "int8" and quant.static
             ConvertConfig(
                 target=t,
                 precision=p,
                 **base,
-                calibration=_placeholder(in_ch, size, max_dice_drop is not None) if static else None,
-                max_dice_drop=max_dice_drop if p == "int8" else None,
+                calibration=_placeholder(in_ch, size, quant.max_dice_drop is not None) if static else None,
+                max_dice_drop=quant.max_dice_drop if p == "int8" else None,
             )
     out = check_writable_dir(out_dir)
-    _check_backends(targets, verify)
+    _check_backends(targets, verify.enabled)
 
     net, wrec = _load_model(model, wpath, wsource, ckpt, kwargs)
     classes = int(getattr(net, "num_classes", mcfg.num_classes))
     in_ch = base["in_channels"] = int(getattr(net, "in_channels", in_ch))  # a checkpoint may set it
     pre = preprocessing_for(mcfg, size, ckpt, in_ch)
-    calibration = load_images(calib, calib_size, pre, "calibration", in_ch) if needs_calib else None
+    calibration = load_images(calib, quant.calib_size, pre, "calibration", in_ch) if needs_calib else None
     if calibration is not None:
         say(f"calibration: {len(calibration)} images from {calibration.provenance['source']}")
-    held_back = _verification_set(calib, verify_size, pre, in_ch, size) if verify else None
+    held_back = _verification_set(calib, verify.images, pre, in_ch, size) if verify.enabled else None
     sample_np = held_back.images[:1] if held_back is not None else np.zeros((1, in_ch, *size), np.float32)
     import torch
 
@@ -307,27 +285,27 @@ def convert_model(
                 target=t,
                 precision=p,
                 calibration=calibration if p == "int8" else None,
-                max_dice_drop=max_dice_drop if p == "int8" else None,
+                max_dice_drop=quant.max_dice_drop if p == "int8" else None,
                 **base,
             )
-            sample = torch.from_numpy(np.repeat(sample_np, int(batch or 1), axis=0))
+            sample = torch.from_numpy(np.repeat(sample_np, int(export.batch or 1), axis=0))
             if not results and wpath is not None:  # once, after the first config validated
                 say(f"weights: {wsource} ({wpath.name})")
-            say(f"converting {mcfg.name} -> {t} {cfg.tag} ({cfg.layout}, batch {batch or 'dynamic'}) ...")
+            say(f"converting {mcfg.name} -> {t} {cfg.tag} ({cfg.layout}, batch {export.batch or 'dynamic'}) ...")
             res = _convert_one(
                 converter,
                 net,
                 sample,
                 cfg,
                 out,
-                _file_name(name or mcfg.name, cfg),
+                _file_name(export.name or mcfg.name, cfg),
                 mcfg.name,
                 model_cfg,
                 pre,
                 classes,
                 wrec,
                 held_back,
-                threads,
+                verify.threads,
             )
             say(
                 f"  {res.artifact.path} ({res.artifact.size_bytes / 1024:.1f} KiB, "
@@ -351,6 +329,14 @@ def _verification_set(
     if len(size) == 3:
         return random_inputs(n, [in_ch, *size])
     return load_images(calib if calib is not None else "synthetic", n, pre, "verification", in_ch)
+
+
+def verified_on() -> dict[str, Any]:
+    """The CPU a verification ran on, as int8 results depend on it (runtimes warn on another int8 path)."""
+    from edgeseg.runtimes.sysinfo import cpu_info, int8_path, isa_summary
+
+    info = cpu_info()
+    return {"model": info["model"], "isa": isa_summary(info["isa"]), "int8_path": int8_path(info["isa"])}
 
 
 def _convert_one(
@@ -383,7 +369,7 @@ def _convert_one(
             parity = verify_artifact(
                 art.path, net, held_back.images, cfg.precision, held_back.labels, threads
             )
-            manifest.parity = {**parity.to_dict(), "inputs": held_back.provenance}
+            manifest.parity = {**parity.to_dict(), "inputs": held_back.provenance, "cpu": verified_on()}
         else:
             manifest.parity = {"verified": False, "reason": "conversion run with --no-verify"}
         moved = []

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_SCHEMES = ("static", "dynamic")
+# int8 kernels the artifact is quantized for: "portable" avoids the int16 saturation of x86 CPUs without VNNI
+# (same numbers on every x86 int8 path), "vnni" uses the full 8-bit range (CPUs with int8 dot products:
+# x86 VNNI/AMX, Arm dotprod/i8mm); "auto" picks for this CPU (see edgeseg.runtimes.sysinfo.int8_path)
+INT8_ISAS = ("auto", "portable", "vnni")
 LAYOUTS = ("nchw", "nhwc")
 
 
@@ -141,6 +145,15 @@ def _choices(kind: str, value: str, valid: tuple[str, ...] | list[str], where: s
     return ValueError(f"unknown {kind} {value!r}{where}.{hint} Valid: {', '.join(valid)}")
 
 
+def resolve_int8_isa(isa: str) -> str:
+    """ "portable" or "vnni": "auto" becomes "portable" where this CPU's int8 kernels saturate, else "vnni"."""
+    if isa != "auto":
+        return isa
+    from edgeseg.runtimes.sysinfo import int8_saturates
+
+    return "portable" if int8_saturates() else "vnni"
+
+
 def list_targets() -> list[str]:
     """Registered target names."""
     return list(TARGETS)
@@ -180,6 +193,8 @@ class ConvertConfig:
         quantizer: int8 tool (see ``TargetSpec.quantizers``); None: the target's default.
         calibration: calibration images (required by static int8).
         max_dice_drop: accuracy-controlled int8 (OpenVINO/NNCF): largest Dice drop allowed on labelled data.
+        int8_isa: "auto" (this CPU's int8 kernels), "portable" or "vnni" (see :data:`INT8_ISAS`); "auto" is
+            resolved when the config is built, so ``cfg.int8_isa`` is always "portable" or "vnni".
         opset: ONNX opset.
         exporter: ONNX exporter, "torchscript" or "dynamo".
         simplify: fold constants / remove dead nodes in the ONNX graph.
@@ -204,6 +219,7 @@ class ConvertConfig:
     quantizer: str | None = None
     calibration: CalibrationSet | None = field(default=None, repr=False, compare=False)
     max_dice_drop: float | None = None
+    int8_isa: str = "auto"
     opset: int = 17
     exporter: str = "torchscript"
     simplify: bool = True
@@ -251,6 +267,10 @@ class ConvertConfig:
         if quantizer not in spec.quantizers:
             raise _choices("quantizer", quantizer, spec.quantizers, f" for target {self.target!r}")
         object.__setattr__(self, "quantizer", quantizer)
+        isa = str(self.int8_isa).lower()
+        if isa not in INT8_ISAS:
+            raise _choices("int8 ISA", isa, INT8_ISAS)
+        object.__setattr__(self, "int8_isa", resolve_int8_isa(isa))
         if self.exporter not in ("torchscript", "dynamo"):
             raise _choices("ONNX exporter", self.exporter, ("torchscript", "dynamo"))
         if self.opset < 17:

@@ -46,7 +46,9 @@ def weights_record(path: Path | None, source: str) -> dict[str, Any]:
     """Provenance of the weights: source ("given", "shipped", "random", "module"), path, sha256."""
     if path is None:
         return {"source": source, "sha256": "random" if source == "random" else None}
-    rec: dict[str, Any] = {"source": source, "path": str(path), "sha256": sha256_file(path)}
+    # shipped weights are named inside the package, not by this machine's install path
+    where = f"edgeseg/weights/{path.name}" if source == "shipped" else str(path)
+    rec: dict[str, Any] = {"source": source, "path": where, "sha256": sha256_file(path)}
     if source == "shipped":
         from edgeseg.weights import model_card
 

@@ -18,7 +18,14 @@ from edgeseg.runtimes.manifest import (
     find_manifest,
     manifest_path,
 )
-from edgeseg.runtimes.registry import get_runtime, list_runtimes, load, runtime_info
+from edgeseg.runtimes.registry import (
+    get_runtime,
+    list_runtimes,
+    load,
+    name_runtime,
+    runtime_info,
+    shipped_artifact,
+)
 
 __all__ = [
     "DeviceNotAvailableError",
@@ -33,5 +40,7 @@ __all__ = [
     "list_runtimes",
     "load",
     "manifest_path",
+    "name_runtime",
     "runtime_info",
+    "shipped_artifact",
 ]

@@ -10,6 +10,7 @@ the manifest and converts layouts; a backend implements only ``_load_impl``, ``_
 from __future__ import annotations
 
 import time
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -60,6 +61,41 @@ def from_artifact_dtype(y: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return np.asarray(y, dtype=np.float32)
 
 
+class Int8CpuWarning(UserWarning):
+    """An int8 artifact runs on a CPU whose int8 kernels differ from the ones it was verified on."""
+
+
+_WARNED: set[str] = set()
+
+
+def int8_cpu_warning(manifest: Manifest | None, path: str | None = None) -> str | None:
+    """Why this CPU may not reproduce an int8 artifact's verified figures, or None when it should.
+
+    The manifest records the int8 kernels the artifact was quantized for (``quantization.int8_isa``) and the
+    CPU it was verified on (``parity.cpu``). Full-range int8 ("vnni") can saturate on x86 CPUs without VNNI;
+    any int8 artifact may round differently on another int8 kernel family.
+    """
+    if manifest is None or manifest.precision != "int8":
+        return None
+    from edgeseg.runtimes.sysinfo import int8_path, int8_saturates
+
+    here = int8_path()
+    verified = (manifest.parity.get("cpu") or {}).get("int8_path")
+    name = path or manifest.artifact
+    if manifest.quantization.get("int8_isa") == "vnni" and int8_saturates(here):
+        return (
+            f"{name}: int8 quantized for CPUs with VNNI (full 8-bit range), but this CPU's int8 path is "
+            f"{here!r}, where such products saturate: expect lower accuracy than verified; reconvert with "
+            "--int8-isa portable"
+        )
+    if verified and verified != here:
+        return (
+            f"{name}: int8 verified on a CPU with int8 path {verified!r}; this one is {here!r}, whose kernels "
+            "round differently: re-check it here (edgeseg bench --artifact ...)"
+        )
+    return None
+
+
 class Runtime(ABC):
     """One loaded artifact on one device.
 
@@ -90,6 +126,7 @@ class Runtime(ABC):
         self.threads = threads
         self.options = options
         self.loaded = False
+        self.int8_warning: str | None = None
         self.load_time_s: float | None = None
 
     # ---- discovery (class level) ----
@@ -150,6 +187,10 @@ class Runtime(ABC):
         if self.manifest is None:
             # No sidecar: describe the artifact from what the loaded model itself declares.
             self.manifest = self._describe()
+        self.int8_warning = int8_cpu_warning(self.manifest)
+        if self.int8_warning and self.int8_warning not in _WARNED:
+            _WARNED.add(self.int8_warning)  # once per artifact and CPU, however often it is loaded
+            warnings.warn(self.int8_warning, Int8CpuWarning, stacklevel=2)
         return self
 
     def close(self) -> None:

@@ -29,6 +29,31 @@ SUFFIX_TARGET = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite", ".pt"
 RUNS = {"torch": {"torch"}, "onnxruntime": {"onnx"}, "openvino": {"openvino", "onnx"}, "litert": {"tflite"}}
 
 
+_SHIPPED = Path(__file__).resolve().parent / "artifacts"
+
+
+def shipped_artifact(model: str) -> Path | None:
+    """The verified artifact shipped in the package for a registered model name (runs without torch), or None.
+
+    Shipped artifacts live in ``edgeseg/runtimes/artifacts/`` with their manifests: an fp32 ONNX file of each
+    model with shipped weights, converted from those weights and verified against them.
+    """
+    if not model or "/" in model or "\\" in model:
+        return None
+    found = sorted(_SHIPPED.glob(f"{model}_*.onnx"))
+    return found[0] if found else None
+
+
+def name_runtime(runtime: str | None) -> str | None:
+    """The runtime a bare model name (``--model NAME``) runs on: the one asked for; else the torch reference
+    where torch is installed, and where it is not (a device), None: the artifact shipped for the model."""
+    if runtime is not None:
+        return runtime
+    from edgeseg.common.deps import is_available
+
+    return "torch" if is_available("torch") else None
+
+
 def list_runtimes() -> list[str]:
     return list(_BACKENDS)
 
@@ -91,7 +116,9 @@ def load(
     """Open an artifact with the right backend and load it.
 
     Args:
-        artifact: path of a converted model (its manifest is read from beside it).
+        artifact: path of a converted model (its manifest is read from beside it); or a registered model
+            name, which runs the verified artifact shipped for it (no torch needed), or with
+            ``runtime="torch"`` the FP32 torch reference.
         runtime: backend name; default chosen from the manifest's target (or the file suffix).
         device: "cpu", "gpu", "npu", "auto", ... as the backend lists in ``devices()``.
         threads: intra-op threads.
@@ -104,6 +131,7 @@ def load(
         >>> from edgeseg import runtimes
         >>> with runtimes.load("exports/ultralightunet-s_fp32.onnx") as rt:
         ...     logits = rt.infer(batch)
+        >>> rt = runtimes.load("ultralightunet-s")              # the shipped artifact, on any device
     """
     path = Path(str(artifact))
     if runtime is not None:
@@ -112,7 +140,16 @@ def load(
         if runtime == "torch":  # a registered model name; TorchRuntime checks it
             rt = get_runtime("torch")(str(artifact), device=device, threads=threads, **options)
             return rt.load()
-        raise FileNotFoundError(f"artifact not found: {path}")
+        shipped = shipped_artifact(str(artifact))
+        if shipped is None:
+            from edgeseg.common.deps import install_hint
+
+            raise FileNotFoundError(
+                f"artifact not found: {path} (a model name runs from the artifact shipped for it, and none is "
+                f"shipped for {str(artifact)!r}, or on the torch reference: runtime='torch', which needs "
+                f"{install_hint('torch')})"
+            )
+        path = shipped
     if path.is_dir():
         raise ValueError(f"{path} is a folder; pass the artifact file inside it (.onnx, .xml, .tflite, .pt)")
     manifest = find_manifest(path)

@@ -59,22 +59,18 @@ def reference(checkpoint):
     return create_model("ultralightunet-t", weights=checkpoint).eval()
 
 
-def _convert(checkpoint, out, target, precisions, **kw):
-    from edgeseg.converters import convert_model
+def _convert(checkpoint, out, target, precisions, **flat):
+    """convert_model with the suite's defaults; ``flat`` names options as benchmark jobs do."""
+    from edgeseg.converters import convert_model, split_options
 
+    export, quant, verify = split_options(
+        {"img_size": SIZE, "calib": "synthetic", "calib_size": CALIB, "verify_size": 8, **flat}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "fewer than 100 calibration images"
         return convert_model(
-            "ultralightunet-t",
-            target,
-            precisions,
-            weights=checkpoint,
-            img_size=SIZE,
-            calib="synthetic",
-            calib_size=CALIB,
-            verify_size=8,
-            out_dir=out,
-            **kw,
+            "ultralightunet-t", target, precisions, weights=checkpoint, export=export, quant=quant,
+            verify=verify, out_dir=out,
         )
 
 
@@ -127,6 +123,10 @@ def check_artifact(res, reference, checkpoint, max_abs: float | None, min_agreem
     assert m.versions["torch"] == torch.__version__.split("+")[0] or m.versions["torch"] == torch.__version__
     assert m.extra["size_bytes"] == sum(f.stat().st_size for f in art.files) == art.size_bytes
     if m.quantization["scheme"] == "static":
+        from edgeseg.converters.base import resolve_int8_isa
+
+        if m.target in ("onnx", "openvino"):  # quantized for this CPU's int8 kernels ("auto")
+            assert m.quantization["int8_isa"] == resolve_int8_isa("auto")
         assert m.quantization["calibration"]["count"] == CALIB
         assert m.quantization["calibration"]["source"] == "synthetic"
     # recorded parity
@@ -369,22 +369,10 @@ def test_cli_missing_backend_names_the_extra(tmp_path):
 @pytest.mark.slow
 @pytest.mark.kvasir
 def test_openvino_accuracy_controlled_int8_on_kvasir(kvasir_root, checkpoint, reference, tmp_path):
-    from edgeseg.converters import convert_model
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        [res] = convert_model(
-            "ultralightunet-t",
-            "openvino",
-            "int8",
-            weights=checkpoint,
-            img_size=SIZE,
-            calib=kvasir_root,
-            calib_size=32,
-            verify_size=16,
-            max_dice_drop=0.01,
-            out_dir=tmp_path,
-        )
+        [res] = _convert(checkpoint, tmp_path, "openvino", "int8", calib=kvasir_root, calib_size=32,
+                         verify_size=16, max_dice_drop=0.01)
     q, par = res.manifest.quantization, res.manifest.parity
     assert q["accuracy_control"]["max_drop"] == 0.01 and q["calibration"]["split"] == "train"
     assert par["inputs"]["split"] == "val" and par["inputs"]["count"] == 16
@@ -407,7 +395,7 @@ def _zoo_cases():
 @pytest.mark.parametrize("name,target", _zoo_cases())
 def test_every_registered_model_converts(name, target, tmp_path):
     """fp32 of every registered model to every target that takes its dimensionality, verified."""
-    from edgeseg.converters import convert_model, get_target
+    from edgeseg.converters import ExportOptions, VerifyOptions, convert_model, get_target
 
     from edgeseg.models import get_model_cfg
 
@@ -419,8 +407,8 @@ def test_every_registered_model_converts(name, target, tmp_path):
             name,
             target,
             "fp32",
-            img_size=64 if dims == 2 else 32,
-            verify_size=2,
+            export=ExportOptions(img_size=64 if dims == 2 else 32),
+            verify=VerifyOptions(images=2),
             out_dir=tmp_path,
             **kw,
         )
@@ -440,8 +428,8 @@ def test_pam_unet_converts_to_tflite(tmp_path):
     """litert-torch 0.10 mis-lowers matmul(q, k^T) (a FULLY_CONNECTED LiteRT refuses); the converter traces
     attention as broadcast multiply + sum instead, which must convert and match torch."""
     pytest.importorskip("litert_torch")
-    from edgeseg.converters import convert_model
+    from edgeseg.converters import ExportOptions, QuantOptions, VerifyOptions, convert_model
 
-    [res] = convert_model("pam-unet", "tflite", "fp32", img_size=64, out_dir=tmp_path, verify_size=2,
-                          calib="synthetic")
+    [res] = convert_model("pam-unet", "tflite", "fp32", export=ExportOptions(img_size=64), out_dir=tmp_path,
+                          verify=VerifyOptions(images=2), quant=QuantOptions(calib="synthetic"))
     assert res.passed and res.parity.figures["max_abs_diff"] < 1e-4

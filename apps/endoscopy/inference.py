@@ -196,7 +196,8 @@ def open_segmenter(
                 f"--model runs through the torch runtime, not {runtime!r}; to use {runtime} "
                 f"convert first (`edgeseg convert {model} ...`) and pass --artifact"
             )
-        rt = runtimes.load(model, runtime="torch", device=device, threads=threads)
+        # the torch reference, or where torch is absent (a device) the artifact shipped for the model
+        rt = runtimes.load(model, runtime=runtimes.name_runtime(runtime), device=device, threads=threads)
     try:
         seg = Segmenter(rt, threshold=threshold)
         seg.warm_up(warm_up)

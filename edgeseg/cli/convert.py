@@ -45,6 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as one JSON document on stdout")
     q = p.add_argument_group("quantization")
     q.add_argument("--int8-scheme", default="static", help="static (calibrated, default) or dynamic")
+    q.add_argument(
+        "--int8-isa",
+        default="auto",
+        help="int8 kernels to quantize for: auto (this CPU, default), portable (no int16 saturation on x86 "
+        "CPUs without VNNI) or vnni (full 8-bit range: CPUs with VNNI/AMX or Arm dot products)",
+    )
     q.add_argument("--calib-method", help="ONNX: minmax (default), entropy or percentile")
     q.add_argument("--quantizer", help="TFLite int8: pt2e (default for static) or aeq (ai-edge-quantizer)")
     q.add_argument(
@@ -114,30 +120,33 @@ def main(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     with _stdout_to_stderr(args.json):
-        from edgeseg.converters.api import convert_model
+        from edgeseg.converters import ExportOptions, QuantOptions, VerifyOptions, convert_model
 
         results = convert_model(
             args.model,
             _list(args.target),
             _list(args.precision),
             weights=args.weights,
-            calib=args.calib,
-            calib_size=args.calib_size,
-            verify_size=args.verify_size,
-            img_size=args.img_size,
-            batch=_batch(args.batch),
-            layout=args.layout,
+            export=ExportOptions(
+                img_size=args.img_size,
+                batch=_batch(args.batch),
+                layout=args.layout,
+                exporter=args.exporter,
+                opset=args.opset,
+                simplify=not args.no_simplify,
+                name=args.name,
+            ),
+            quant=QuantOptions(
+                calib=args.calib,
+                calib_size=args.calib_size,
+                scheme=args.int8_scheme,
+                calib_method=args.calib_method,
+                quantizer=args.quantizer,
+                isa=args.int8_isa,
+                max_dice_drop=args.max_dice_drop,
+            ),
+            verify=VerifyOptions(enabled=not args.no_verify, images=args.verify_size, threads=args.threads),
             out_dir=args.out,
-            verify=not args.no_verify,
-            int8_scheme=args.int8_scheme,
-            calib_method=args.calib_method,
-            quantizer=args.quantizer,
-            max_dice_drop=args.max_dice_drop,
-            exporter=args.exporter,
-            opset=args.opset,
-            simplify=not args.no_simplify,
-            name=args.name,
-            threads=args.threads,
             log=log,
         )
     failed = [r for r in results if not r.passed]

@@ -54,7 +54,8 @@ def _open_runner(args: argparse.Namespace) -> Any:
         if args.model:
             raise ValueError("--model goes with --weights (or alone), not with --artifact")
         return runtimes.load(args.artifact, runtime=args.runtime, device=args.device, threads=args.threads)
-    if args.runtime not in (None, "torch"):
+    runtime = runtimes.name_runtime(args.runtime)
+    if runtime not in (None, "torch"):
         raise ValueError(f"--weights/--model run on the torch reference runtime, not {args.runtime!r}; "
                          "convert the model (`edgeseg convert`) and pass --artifact to use another runtime")
     if args.weights:
@@ -63,7 +64,12 @@ def _open_runner(args: argparse.Namespace) -> Any:
         opts = {"model": args.model} if args.model else {}
         return runtimes.load(args.weights, runtime="torch", device=args.device, threads=args.threads, **opts)
     if args.model:
-        return runtimes.load(args.model, runtime="torch", device=args.device, threads=args.threads)
+        if runtime is None:  # no torch here: the verified artifact shipped for the model
+            import sys
+
+            print(f"edgeseg: torch is not installed: running the artifact shipped for {args.model}",
+                  file=sys.stderr)
+        return runtimes.load(args.model, runtime=runtime, device=args.device, threads=args.threads)
     raise ValueError("say which model to run: --artifact PATH, --weights CKPT or --model NAME")
 
 

@@ -250,14 +250,16 @@ def lr_lambda(step: int, total: int, warmup: int, min_ratio: float) -> float:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
+    """A per-step bar on a terminal only: redirected to a file or a CI log, the run prints its epoch lines
+    and nothing per step (a bar there writes a carriage-return line per refresh)."""
+    if not enabled or not sys.stderr.isatty():
         return None
     try:
         from tqdm import tqdm
     except ImportError:
         return None
     return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False,
-                mininterval=0.5 if sys.stderr.isatty() else 30.0)
+                mininterval=0.5)
 
 
 @dataclass
@@ -570,7 +572,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}",
-                                img_s=f"{seen * world / (time.perf_counter() - t_ep):.1f}")
+                                img_s=f"{seen * world / (time.perf_counter() - t_ep):.1f}", refresh=False)
         if bar is not None:
             bar.close()
         train_s = time.perf_counter() - t_ep

@@ -211,7 +211,7 @@ def train_volumes(cfg: TrainConfig, mcfg, on_epoch: Callable[[dict[str, Any]], N
             seen += x.shape[0]
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
         if bar is not None:
             bar.close()
         train_s = time.perf_counter() - t_ep
