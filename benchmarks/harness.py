@@ -290,13 +290,16 @@ def _check_available(spec: RowSpec) -> str | None:
 
 
 def _valid_cached(path: Path, wsha: str) -> bool:
-    from edgeseg.runtimes.manifest import find_manifest
+    """A cached artifact is reused only when its manifest is there, its weights are these, and every file is
+    the one the manifest hashed (a truncated or swapped file is converted again)."""
+    from edgeseg.runtimes.manifest import check_files, find_manifest
 
     try:
         man = find_manifest(path)
+        if man is None or not path.is_file():
+            return False
+        check_files(path, man)
     except ValueError:
-        return False
-    if man is None or not path.is_file():
         return False
     sha = (man.weights or {}).get("sha256")
     return sha in (None, wsha)

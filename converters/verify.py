@@ -106,6 +106,11 @@ def compare(
         figures["dice_candidate"] = float(np.mean([dice(mb[i], labels[i]) for i in range(len(mb))]))
     tol = dict(TOLERANCES[precision])
     failures = []
+    for side, logits in (("reference", reference), ("candidate", candidate)):
+        bad = int(np.size(logits) - np.count_nonzero(np.isfinite(logits)))
+        if bad:  # NaN compares as "no difference" in max(): it must fail on its own
+            figures[f"{side}_nonfinite"] = bad
+            failures.append(f"the {side} gives {bad} NaN/inf logits: its outputs are not numbers")
     if "atol" in tol:
         limit = tol["atol"] + tol["rtol"] * figures["reference_abs_max"]
         tol["max_abs_diff"] = limit

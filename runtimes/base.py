@@ -105,7 +105,8 @@ class Runtime(ABC):
         manifest: the artifact's manifest (read from beside the artifact when None).
         device: "cpu", "gpu", "npu", "auto" or a backend-specific name; validated against ``devices()``.
         threads: intra-op threads (None: the backend's default).
-        **options: backend-specific options (e.g. ``hint="LATENCY"`` for OpenVINO).
+        **options: backend-specific options (e.g. ``hint="LATENCY"`` for OpenVINO); ``allow_nonfinite=True``
+            lets NaN/inf inputs through (by default ``infer`` refuses them: one NaN pixel can empty a mask).
     """
 
     name: ClassVar[str] = ""
@@ -124,6 +125,7 @@ class Runtime(ABC):
         self.manifest = manifest
         self._device = device
         self.threads = threads
+        self.allow_nonfinite = bool(options.pop("allow_nonfinite", False))
         self.options = options
         self.loaded = False
         self.int8_warning: str | None = None
@@ -273,6 +275,12 @@ class Runtime(ABC):
             raise ValueError(
                 f"infer takes float32 input, got {x.dtype}; pre-process with edgeseg.runtimes.processing.preprocess "
                 "(or x.astype(np.float32))"
+            )
+        if not self.allow_nonfinite and not np.isfinite(x).all():
+            bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+            raise ValueError(
+                f"infer input holds {bad} NaN/inf value(s): a frame or its pre-processing is broken (one NaN "
+                "pixel can empty the whole mask); fix the input, or load with allow_nonfinite=True"
             )
         expected = self.input_spec.nchw_shape()
         layout = "NCDHW" if len(expected) == 5 else "NCHW"

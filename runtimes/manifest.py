@@ -212,3 +212,29 @@ def manifest_from_io(
         postprocessing=Postprocessing(activation="sigmoid" if classes == 1 else "softmax", num_classes=classes),
         extra={"synthesized": True},
     )
+
+
+def check_files(artifact: str | Path, manifest: Manifest) -> None:
+    """Refuse an artifact whose files are not the ones its manifest describes (sha256 of each file).
+
+    A few milliseconds for edge-sized models; it catches a swapped, truncated or edited file that would
+    otherwise run with the manifest's pre-processing and verified figures vouching for it.
+
+    Raises:
+        ValueError: a listed file is missing or its content differs.
+    """
+    from edgeseg.common.io import sha256_file
+
+    folder = Path(artifact).parent
+    for name, digest in (manifest.files or {}).items():
+        f = folder / name
+        if not f.is_file():
+            raise ValueError(f"{f}: missing; the manifest {manifest_path(artifact).name} lists it as part of the "
+                             "artifact: copy the whole artifact (every file and the manifest), or re-convert it")
+        if sha256_file(f) != digest:
+            raise ValueError(
+                f"{f}: its content differs from what its manifest records (sha256): the file was modified, "
+                "truncated or swapped after conversion, so the manifest's figures do not describe it; re-convert "
+                "it (edgeseg convert), or if you changed it on purpose load with check_files=False "
+                "(--no-hash-check)"
+            )

@@ -14,6 +14,7 @@ from typing import Any
 
 from edgeseg.runtimes.base import Runtime
 from edgeseg.runtimes.manifest import Manifest, find_manifest
+from edgeseg.runtimes.manifest import check_files as check_manifest_files
 
 # name -> (module, class)
 _BACKENDS: dict[str, tuple[str, str]] = {
@@ -111,6 +112,7 @@ def load(
     runtime: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
+    check_files: bool = True,
     **options: Any,
 ) -> Runtime:
     """Open an artifact with the right backend and load it.
@@ -122,6 +124,7 @@ def load(
         runtime: backend name; default chosen from the manifest's target (or the file suffix).
         device: "cpu", "gpu", "npu", "auto", ... as the backend lists in ``devices()``.
         threads: intra-op threads.
+        check_files: refuse the artifact when its files differ from the sha256 its manifest records.
         **options: backend-specific options.
 
     Returns:
@@ -153,6 +156,8 @@ def load(
     if path.is_dir():
         raise ValueError(f"{path} is a folder; pass the artifact file inside it (.onnx, .xml, .tflite, .pt)")
     manifest = find_manifest(path)
+    if manifest is not None and check_files:
+        check_manifest_files(path, manifest)
     target = target_of(path, manifest)
     if target not in TARGET_RUNTIME:
         raise ValueError(f"{path}: unknown target {target!r} in its manifest (known: {', '.join(TARGET_RUNTIME)})")

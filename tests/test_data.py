@@ -247,3 +247,35 @@ def test_real_kvasir_split(kvasir_root):
     assert len(val) == 120
     img, mask = val[0]
     assert img.shape == (256, 256, 3) and set(np.unique(mask)) <= {0, 1} and mask.any()
+
+
+@pytest.mark.parametrize("kind", ["0/1 png", "0/255 png", "0/255 jpeg", "16-bit 0/1", "16-bit 0/65535", "labels 0/1/2"])
+def test_binary_masks_are_read_in_any_value_range(tmp_path, kind):
+    """0/1 label exports used to read as empty masks (train Dice 1.0, evaluate 0.0, both exit 0)."""
+    from PIL import Image
+
+    from edgeseg.data.folder import read_mask
+
+    truth = np.zeros((32, 40), np.uint8)
+    truth[8:20, 10:30] = 1
+    stored, suffix = {
+        "0/1 png": (truth, ".png"),
+        "0/255 png": (truth * 255, ".png"),
+        "0/255 jpeg": (truth * 255, ".jpg"),
+        "16-bit 0/1": (truth.astype(np.uint16), ".png"),
+        "16-bit 0/65535": (truth.astype(np.uint16) * 65535, ".png"),
+        "labels 0/1/2": (truth * np.where(np.arange(40) < 20, 1, 2).astype(np.uint8), ".png"),
+    }[kind]
+    path = tmp_path / f"m{suffix}"
+    Image.fromarray(stored).save(path, **({"quality": 80} if suffix == ".jpg" else {}))
+    got = read_mask(path)
+    assert got.dtype == np.uint8 and set(np.unique(got)) <= {0, 1}
+    assert np.mean(got == truth) > 0.99  # JPEG edges may blur a pixel or two
+
+
+def test_an_empty_mask_set_is_reported(capsys):
+    from edgeseg.data.folder import warn_if_no_foreground
+
+    assert warn_if_no_foreground(np.zeros((3, 8, 8), np.uint8), "masks/")
+    assert "no mask has any foreground" in capsys.readouterr().err
+    assert not warn_if_no_foreground(np.eye(8, dtype=np.uint8)[None], "masks/")

@@ -42,9 +42,10 @@ def _what(row: dict[str, Any]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from edgeseg.runtimes import runtime_info
-    from edgeseg.runtimes.sysinfo import cpu_info, isa_summary
+    from edgeseg.runtimes.sysinfo import cpu_info, int8_path, int8_saturates, isa_summary
 
     cpu = cpu_info()
+    cpu["int8_path"] = int8_path(cpu["isa"])
     rows = runtime_info()
     if args.format == "json":
         print_json({"cpu": cpu, "runtimes": rows})
@@ -56,6 +57,9 @@ def main(args: argparse.Namespace) -> int:
         cores += f", {cpu['usable_cores']} usable"
     print(f"CPU  {cpu['model']} ({cpu['machine']}, {cpu['os']}); {cores} cores; {isa_summary(cpu['isa'])}")
     print(f"     ISA flags: {' '.join(cpu['isa']) or 'none reported'}")
+    sat = " (full-range u8 x s8 saturates here: int8 is quantized with the portable scheme)" if int8_saturates(
+        cpu["int8_path"]) else ""
+    print(f"     int8 path: {cpu['int8_path']}{sat}")
     print()
     body = [(r["name"], r.get("version") or "-", "yes" if r["available"] else "no", _what(r)) for r in rows]
     print(table(body, ["runtime", "version", "available", "devices"]))

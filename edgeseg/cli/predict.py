@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="device of the backend (see `edgeseg devices`)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: the backend's)")
     p.add_argument("--threshold", type=float, default=None, help="mask threshold (default: the manifest's)")
+    p.add_argument("--no-hash-check", action="store_true",
+                   help="run an artifact whose files differ from its manifest's sha256 (edited on purpose)")
     p.add_argument("--batch", type=int, default=1, help="images per inference call (default 1)")
     p.add_argument("--alpha", type=float, default=0.4, help="overlay opacity (default 0.4)")
     p.add_argument("--overlay-format", choices=["jpg", "png"], default="jpg", help="overlay image format")
@@ -53,7 +55,8 @@ def _open_runner(args: argparse.Namespace) -> Any:
     if args.artifact:
         if args.model:
             raise ValueError("--model goes with --weights (or alone), not with --artifact")
-        return runtimes.load(args.artifact, runtime=args.runtime, device=args.device, threads=args.threads)
+        return runtimes.load(args.artifact, runtime=args.runtime, device=args.device, threads=args.threads,
+                             check_files=not args.no_hash_check)
     runtime = runtimes.name_runtime(args.runtime)
     if runtime not in (None, "torch"):
         raise ValueError(f"--weights/--model run on the torch reference runtime, not {args.runtime!r}; "

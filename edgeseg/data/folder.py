@@ -15,9 +15,11 @@ Images are returned as RGB uint8 (grayscale inputs are repeated) or gray (``colo
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -191,13 +193,41 @@ def read_mask(path: str | Path, mode: str = "binary",
                 arr = np.asarray(im if im.mode in ("L", "P", "I", "I;16") else im.convert("L"))
                 return arr.astype(np.uint8)
             arr = np.asarray(im)
+            lossy = (im.format or "").upper() in ("JPEG", "MPO", "WEBP")
     except OSError as exc:
         raise ValueError(f"{path}: unreadable or truncated mask file ({exc})") from None
     except Exception as exc:
         raise ValueError(f"{path}: unreadable mask file ({type(exc).__name__}: {exc})") from None
     if arr.ndim == 3:
         arr = arr[..., :3].max(axis=-1)
+    return binary_foreground(arr, lossy)
+
+
+def binary_foreground(arr: np.ndarray, lossy: bool = False) -> np.ndarray:
+    """Foreground (uint8 0/1) of a binary mask, whatever value range it was stored in.
+
+    0/1 masks (exported label maps) and small label maps in lossless files are foreground where non-zero;
+    0/255 masks, and any lossy (JPEG) mask, are foreground above half range (robust to JPEG artefacts);
+    16-bit masks (0/65535) likewise above half of their range, unless their values are those of labels.
+    """
+    top = int(arr.max()) if arr.size else 0
+    if top <= 1 or (not lossy and top < 128):
+        return (arr > 0).astype(np.uint8)
+    if arr.dtype.itemsize > 1 and top > 255:  # 16/32-bit 0/65535-style masks
+        return (arr > np.iinfo(arr.dtype).max // 2 if arr.dtype.kind in "iu" else arr > top / 2).astype(np.uint8)
     return (arr > 127).astype(np.uint8)
+
+
+def warn_if_no_foreground(masks: np.ndarray, what: str, log: Any = None) -> bool:
+    """Say so when a whole mask set is empty (a wrong folder, or masks stored in a range nobody expects);
+    returns whether it was."""
+    masks = np.asarray(masks)
+    if masks.size and not masks.any():
+        msg = (f"WARNING: {what}: no mask has any foreground pixel; check that the masks folder holds the "
+               "masks (0/1, 0/255 or 16-bit 0/65535 binary masks, or label maps with --mask-mode labels)")
+        (log or (lambda m: print(m, file=sys.stderr)))(msg)
+        return True
+    return False
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray | None, size: tuple[int, int]

@@ -113,6 +113,7 @@ def evaluate_pairs(model: torch.nn.Module, pairs, preprocessing: dict[str, Any],
     size = tuple(preprocessing["size"])
     per_case: list[dict[str, float]] = []
     n = len(pairs)
+    any_foreground = False
     try:
         for start in range(0, n, batch_size):
             chunk = [pairs[i] for i in range(start, min(n, start + batch_size))]
@@ -122,8 +123,13 @@ def evaluate_pairs(model: torch.nn.Module, pairs, preprocessing: dict[str, Any],
             for (_, mask), lg in zip(chunk, logits):
                 pred = logits_to_mask(lg, mask.shape[:2])
                 per_case.append(case_metrics(pred, mask, num_classes))
+                any_foreground = any_foreground or bool(np.any(mask))
             if progress is not None:
                 progress(len(per_case))
     finally:
         model.train(was_training)
+    if n and not any_foreground:
+        from edgeseg.data.folder import warn_if_no_foreground
+
+        warn_if_no_foreground(np.zeros(1, np.uint8), f"the {n} evaluated masks")
     return summarise(ids if ids is not None else [str(i) for i in range(n)], per_case)

@@ -540,6 +540,10 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
     imgs, masks = _to_memory(train_ds, cfg.workers)
     val_pairs = _MemoryPairs(*_to_memory(val_ds, cfg.workers)) if main_proc else None
     if main_proc:
+        from edgeseg.data.folder import warn_if_no_foreground
+
+        warn_if_no_foreground(masks, f"{tspec.source} (train)", _log)
+        warn_if_no_foreground(val_pairs.masks, f"{vspec.source} (val)", _log)
         _log(f"data: {len(train_ds)} train ({tspec.source}, split {tspec.split}), {len(val_ds)} val "
              f"({vspec.source}, split {vspec.split}), loaded in {time.perf_counter() - t0:.1f} s")
 

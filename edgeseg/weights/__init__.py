@@ -36,27 +36,100 @@ def model_card(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+# keys under which other code bases keep the state_dict in a checkpoint dict
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint file into a dict with at least ``state_dict`` (and ``model`` when known).
 
+    Loading never runs code from the file: it unpickles tensors and plain data only (``weights_only=True``),
+    plus the one metadata type edgeseg itself writes (``torch.torch_version.TorchVersion``, a ``str``). Bare
+    state_dicts and the usual wrappers of other code bases (``{"model": sd}``, ``{"net": sd}``,
+    ``{"state_dict": sd}`` with DataParallel's ``module.`` prefix) are accepted. Weights with NaN or inf are
+    refused.
+
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a readable torch checkpoint.
+        ValueError: the file is not a readable torch checkpoint, holds Python objects that loading would
+            have to execute, or holds non-finite weights.
     """
+    import pickle
+
     import torch
+    from torch.torch_version import TorchVersion
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals([TorchVersion]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        what = _unsafe_globals(path)
+        if not what:  # not a refusal: the bytes are no checkpoint at all
+            raise ValueError(f"{path}: not a readable torch checkpoint ({_first_line(exc)})") from None
+        raise ValueError(
+            f"{path}: refused: the checkpoint holds Python objects beyond tensors and plain data ({what}), and "
+            "loading them could run code. If you trust its source, re-save its weights as a plain dict: "
+            "python -c \"import torch; c = torch.load('IN.pt', weights_only=False); "
+            "torch.save({'state_dict': c['state_dict']}, 'OUT.pt')\""
+        ) from None
     except Exception as exc:  # torch raises several types for corrupt files
         raise ValueError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
-    if isinstance(obj, dict) and "state_dict" in obj:
-        return obj
-    if isinstance(obj, dict) and all(hasattr(v, "shape") for v in obj.values()):
-        return {"state_dict": obj}
-    raise ValueError(f"{path}: neither an edgeseg checkpoint nor a state_dict")
+    ckpt = _unwrap(obj)
+    if ckpt is None:
+        raise ValueError(
+            f"{path}: neither an edgeseg checkpoint nor a state_dict (a dict of tensors, or one under "
+            f"{', '.join(repr(k) for k in _WRAPPER_KEYS)})"
+        )
+    bad = [k for k, v in ckpt["state_dict"].items()
+           if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(
+            f"{path}: {len(bad)} weight tensor(s) hold NaN or inf (first: {bad[0]}); the training that wrote "
+            "them diverged: use an earlier checkpoint"
+        )
+    return ckpt
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(hasattr(v, "shape") for v in obj.values())
+
+
+def _unwrap(obj: Any) -> dict[str, Any] | None:
+    """The checkpoint dict with ``state_dict`` (``module.`` prefixes stripped), or None."""
+    if _is_state_dict(obj):
+        obj = {"state_dict": obj}
+    elif isinstance(obj, dict) and not _is_state_dict(obj.get("state_dict")):
+        inner = next((obj[k] for k in _WRAPPER_KEYS if _is_state_dict(obj.get(k))), None)
+        if inner is None:
+            return None
+        obj = {**{k: v for k, v in obj.items() if not _is_state_dict(v)}, "state_dict": inner}
+    elif not isinstance(obj, dict):
+        return None
+    sd = obj["state_dict"]
+    if all(k.startswith("module.") for k in sd):  # saved from DataParallel / DDP
+        obj = {**obj, "state_dict": {k[len("module."):]: v for k, v in sd.items()}}
+    if not isinstance(obj.get("model", ""), str):
+        obj = {k: v for k, v in obj.items() if k != "model"}
+    return obj
+
+
+def _unsafe_globals(path: Path) -> str:
+    import torch
+
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - only for the message
+        return ""
+    return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    from edgeseg.common.errors import first_line
+
+    return first_line(exc, 200)
 
 
 def load_weights(model, path: str | Path, expected_model: str | None = None) -> dict[str, Any]:

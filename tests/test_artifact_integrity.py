@@ -1,0 +1,108 @@
+"""An artifact runs only as the files its manifest describes; the shipped artifact is one such and runs torch-free."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from edgeseg import runtimes
+
+pytest.importorskip("onnxruntime")
+
+
+def _edit_a_weight(path) -> None:
+    """Change one weight of an ONNX file (a still-valid model whose numbers are no longer the verified ones)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    w = numpy_helper.to_array(init).copy()
+    w.flat[0] += 1.0
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    onnx.save(model, str(path))
+
+
+@pytest.fixture
+def copied(tmp_path):
+    src = runtimes.shipped_artifact("ultralightunet-s")
+    assert src is not None and src.name == "ultralightunet-s_fp32.onnx"
+    dst = tmp_path / src.name
+    shutil.copy(src, dst)
+    shutil.copy(runtimes.manifest_path(src), runtimes.manifest_path(dst))
+    return dst
+
+
+def test_shipped_artifact_is_verified_and_loads_by_model_name():
+    m = runtimes.find_manifest(runtimes.shipped_artifact("ultralightunet-s"))
+    assert m.parity["passed"] and m.parity["max_abs_diff"] < 1e-4 and m.parity["mask_agreement"] == 1.0
+    assert m.weights["source"] == "shipped" and m.weights["path"] == "edgeseg/weights/ultralightunet-s.pt"
+    from edgeseg.common.io import sha256_file
+    from edgeseg.weights import shipped_weights
+
+    assert m.weights["sha256"] == sha256_file(shipped_weights("ultralightunet-s"))  # made from these weights
+    with runtimes.load("ultralightunet-s", threads=1) as rt:
+        assert rt.name == "onnxruntime"
+        y = rt.infer(np.zeros((1, 3, 256, 256), np.float32))
+    assert y.shape == (1, 1, 256, 256) and np.isfinite(y).all()
+    with pytest.raises(FileNotFoundError, match="none is shipped for 'ultralightunet-l'"):
+        runtimes.load("ultralightunet-l")
+
+
+def test_a_modified_artifact_is_refused_and_can_be_opted_in(copied):
+    _edit_a_weight(copied)
+    with pytest.raises(ValueError, match="differs from what its manifest records.*check_files=False"):
+        runtimes.load(copied)
+    with runtimes.load(copied, check_files=False, threads=1) as rt:  # edited on purpose
+        assert rt.infer(np.zeros((1, 3, 256, 256), np.float32)).shape == (1, 1, 256, 256)
+
+
+def test_a_swapped_or_truncated_artifact_is_refused(copied, tmp_path):
+    copied.write_bytes(copied.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="differs from what its manifest records"):
+        runtimes.load(copied)
+    copied.unlink()
+    shutil.copy(runtimes.manifest_path(copied), tmp_path / "lonely.json")
+    with pytest.raises(FileNotFoundError):
+        runtimes.load(copied)
+
+
+def test_predict_refuses_a_modified_artifact_in_one_line(copied, tmp_path, capsys):
+    from PIL import Image
+
+    from edgeseg.cli import main
+    from edgeseg.common.phantoms import synthetic_sample
+
+    img = tmp_path / "a.png"
+    Image.fromarray(synthetic_sample(0, 64)[0]).save(img)
+    _edit_a_weight(copied)
+    code = main(["predict", "--artifact", str(copied), "--input", str(img), "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert code != 0 and "differs from what its manifest records" in err and "Traceback" not in err
+    assert main(["predict", "--artifact", str(copied), "--input", str(img), "--out", str(tmp_path / "p"),
+                 "--no-hash-check"]) == 0
+
+
+def test_non_finite_input_is_refused_unless_allowed():
+    x = np.zeros((1, 3, 256, 256), np.float32)
+    x[0, 1, 5, 7] = np.nan
+    with runtimes.load("ultralightunet-s", threads=1) as rt:
+        with pytest.raises(ValueError, match="1 NaN/inf value.*allow_nonfinite=True"):
+            rt.infer(x)
+    with runtimes.load("ultralightunet-s", threads=1, allow_nonfinite=True) as rt:
+        assert rt.infer(x).shape == (1, 1, 256, 256)
+
+
+def test_parity_fails_on_non_finite_logits():
+    from edgeseg.converters.verify import compare
+    from edgeseg.runtimes.manifest import Postprocessing
+
+    ref = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    cand = ref.copy()
+    cand[0, 0, 0, 0] = np.nan
+    par = compare(ref, cand, Postprocessing(), "fp32")
+    assert not par.passed and par.figures["candidate_nonfinite"] == 1
+    assert any("NaN/inf" in f for f in par.failures)
+    assert compare(ref, ref.copy(), Postprocessing(), "fp32").passed
