@@ -48,14 +48,11 @@ from edgeseg.benchmarks.results import (
     finalize_rows,
     judge_fidelity,
 )
+from edgeseg.runtimes.formats import FORMATS, PRECISIONS, runtimes_for, target_formats
 
-TARGETS = ("onnx", "openvino", "tflite")
-PRECISIONS = ("fp32", "fp16", "int8")
+TARGETS = tuple(f.name for f in target_formats())
 DEVICES = ("cpu", "gpu", "npu")
-SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
-DEFAULT_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}
 BUSY_WAIT = ("off", "on", "default")
-_ORT_SPIN = "session.intra_op.allow_spinning"
 
 
 def parse_list(value: str | list[str] | tuple[str, ...] | None, valid: tuple[str, ...], what: str) -> list[str]:
@@ -78,12 +75,10 @@ def expand_matrix(targets: list[str], precisions: list[str], devices: list[str],
     Each target runs on its default runtime; ``runtimes`` adds every other backend that can run a target
     (e.g. OpenVINO reading the ONNX file) and restricts the matrix to the backends named.
     """
-    from edgeseg.runtimes.registry import RUNS
-
     specs = [RowSpec("torch", "fp32", "torch", "cpu")]
     for target in targets:
-        backends = [DEFAULT_RUNTIME[target]] if runtimes is None else \
-            [r for r in runtimes if target in RUNS.get(r, set())]
+        backends = [FORMATS[target].runtime] if runtimes is None else \
+            [r for r in runtimes if r in runtimes_for(target)]
         for precision in precisions:
             for rt in backends:
                 for dev in devices:
@@ -145,12 +140,17 @@ class BenchConfig:
 
 
 def runtime_options(cfg: BenchConfig, runtime: str) -> dict[str, Any]:
-    """The options a row's runtime gets: the configured ones plus the busy-wait choice for onnxruntime."""
+    """The options a row's runtime gets: the configured ones plus the busy-wait choice, in the backend's own
+    terms (:meth:`~edgeseg.runtimes.base.Runtime.busy_wait_options`)."""
+    from edgeseg.runtimes import get_runtime
+
     opts = dict(cfg.runtime_options.get(runtime, {}))
-    if runtime == "onnxruntime" and cfg.busy_wait != "default":
-        sc = dict(opts.get("session_config") or {})
-        sc.setdefault(_ORT_SPIN, "0" if cfg.busy_wait == "off" else "1")
-        opts["session_config"] = sc
+    if cfg.busy_wait != "default":
+        for key, value in get_runtime(runtime).busy_wait_options(cfg.busy_wait == "on").items():
+            if isinstance(value, dict):
+                opts[key] = {**value, **(opts.get(key) or {})}
+            else:
+                opts.setdefault(key, value)
     return opts
 
 
@@ -215,15 +215,12 @@ def artifact_path(root: Path, model: str, img: int, weights_sha: str, target: st
         import hashlib
 
         folder += "-" + hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return Path(root) / folder / f"{model}_{precision}{SUFFIX[target]}"
+    return Path(root) / folder / f"{model}_{precision}{FORMATS[target].suffix}"
 
 
-def artifact_size(path: Path) -> int:
-    """Bytes of the artifact's files (an OpenVINO .xml with its .bin)."""
-    total = path.stat().st_size
-    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
-        total += path.with_suffix(".bin").stat().st_size
-    return total
+def artifact_size(path: Path, target: str) -> int:
+    """Bytes of the artifact's files (its format's companions included: an OpenVINO .xml with its .bin)."""
+    return sum(f.stat().st_size for f in FORMATS[target].files(path))
 
 
 class _Stage:
@@ -378,7 +375,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
                     continue
                 artifact = Path(res["artifact"])
                 row.reused, row.convert_time_s = False, res.get("convert_time_s")
-            row.size_bytes = artifact_size(artifact)
+            row.size_bytes = artifact_size(artifact, spec.target)
         row.artifact = str(artifact)
         opts = runtime_options(cfg, spec.runtime)
         if spec.is_reference:

@@ -1,148 +1,36 @@
 """The conversion contract: target capabilities as data, a self-validating config, a converter base class.
 
-Adding a target is one module with a :class:`Converter` subclass plus one :class:`TargetSpec` in
-``TARGETS``; nothing else in the package switches on the target name. A converter writes its artifact at
+A target's capabilities (:class:`TargetSpec`) are part of its format record in
+:mod:`edgeseg.runtimes.formats`; adding a target is its converter module (a :class:`Converter` subclass)
+plus that record. Nothing else in the package switches on the target name. A converter writes its artifact at
 the path it is given (a staging path: :mod:`edgeseg.converters.api` moves finished files into place and writes the
 manifest last) and returns an :class:`Artifact` describing what it wrote.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from edgeseg.runtimes.formats import LAYOUTS, PRECISIONS, TargetSpec, target_formats  # noqa: F401 (re-exported)
+from edgeseg.runtimes.formats import unknown as _choices
 from edgeseg.runtimes.manifest import TensorSpec
 
 if TYPE_CHECKING:
     from edgeseg.converters.calibration import CalibrationSet
 
-PRECISIONS = ("fp32", "fp16", "int8")
 INT8_SCHEMES = ("static", "dynamic")
 # int8 kernels the artifact is quantized for: "portable" avoids the int16 saturation of x86 CPUs without VNNI
 # (same numbers on every x86 int8 path), "vnni" uses the full 8-bit range (CPUs with int8 dot products:
 # x86 VNNI/AMX, Arm dotprod/i8mm); "auto" picks for this CPU (see edgeseg.runtimes.sysinfo.int8_path)
 INT8_ISAS = ("auto", "portable", "vnni")
-LAYOUTS = ("nchw", "nhwc")
 
 
-@dataclass(frozen=True)
-class TargetSpec:
-    """What one target can do (data, not code paths).
-
-    Attributes:
-        name: target name ("onnx", "openvino", "tflite"), also the manifest's ``target``.
-        suffix: file suffix of the main artifact file.
-        precisions: precisions the converter produces.
-        int8_schemes: "static" (calibrated activations) and/or "dynamic" (int8 weights, activations
-            quantized at run time).
-        layouts: input/output layouts it can give the artifact ("nhwc" = channels-last I/O).
-        default_layout: layout when none is asked for.
-        calib_methods: activation-range estimators for static int8 (first = default).
-        quantizers: int8 tool choices.
-        default_quantizer: the int8 tool used for each scheme when none is asked for.
-        dynamic_batch: whether the artifact can take any batch size.
-        spatial_dims: 2 (images) and/or 3 (volumes).
-        accuracy_control: whether int8 can be searched under a max Dice drop (needs labelled data).
-        extra: pyproject extra that installs the converter's packages.
-        modules: packages the converter imports.
-        runtime: ``runtimes`` backend that verifies the artifact.
-        impl: "module:Class" of the converter.
-        notes: known limits, quoted in errors.
-    """
-
-    name: str
-    suffix: str
-    precisions: tuple[str, ...]
-    int8_schemes: tuple[str, ...]
-    layouts: tuple[str, ...]
-    default_layout: str
-    calib_methods: tuple[str, ...]
-    quantizers: tuple[str, ...]
-    default_quantizer: dict[str, str]
-    dynamic_batch: bool
-    spatial_dims: tuple[int, ...]
-    accuracy_control: bool
-    extra: str
-    modules: tuple[str, ...]
-    runtime: str
-    impl: str
-    notes: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k != "impl"}
-
-
-TARGETS: dict[str, TargetSpec] = {
-    "onnx": TargetSpec(
-        name="onnx",
-        suffix=".onnx",
-        precisions=PRECISIONS,
-        int8_schemes=("static", "dynamic"),
-        layouts=LAYOUTS,
-        default_layout="nchw",
-        calib_methods=("minmax", "entropy", "percentile"),
-        quantizers=("ort",),
-        default_quantizer={"static": "ort", "dynamic": "ort"},
-        dynamic_batch=True,
-        spatial_dims=(2, 3),
-        accuracy_control=False,
-        extra="onnx",
-        modules=("onnx", "onnxruntime", "onnxscript"),
-        runtime="onnxruntime",
-        impl="edgeseg.converters.onnx_converter:OnnxConverter",
-    ),
-    "openvino": TargetSpec(
-        name="openvino",
-        suffix=".xml",
-        precisions=PRECISIONS,
-        int8_schemes=("static",),
-        layouts=LAYOUTS,
-        default_layout="nchw",
-        calib_methods=("auto",),
-        quantizers=("nncf",),
-        default_quantizer={"static": "nncf"},
-        dynamic_batch=True,
-        spatial_dims=(2, 3),
-        accuracy_control=True,
-        extra="openvino",
-        modules=("openvino", "nncf"),
-        runtime="openvino",
-        impl="edgeseg.converters.openvino_converter:OpenVINOConverter",
-    ),
-    "tflite": TargetSpec(
-        name="tflite",
-        suffix=".tflite",
-        precisions=PRECISIONS,
-        int8_schemes=("static", "dynamic"),
-        layouts=LAYOUTS,
-        default_layout="nhwc",
-        calib_methods=("auto",),
-        quantizers=("pt2e", "aeq"),
-        default_quantizer={"static": "pt2e", "dynamic": "aeq"},
-        dynamic_batch=False,
-        spatial_dims=(2,),
-        accuracy_control=False,
-        extra="tflite",
-        modules=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"),
-        runtime="litert",
-        impl="edgeseg.converters.tflite_converter:TFLiteConverter",
-        notes=(
-            "3D: litert-torch 0.10 rejects grouped Conv3D (UltraLightUNet3D: needs TF Select ops) and writes "
-            "STABLEHLO_CONVOLUTION for UNETR, which ai-edge-litert 2.3 cannot run"
-        ),
-    ),
-}
-
-
-def _choices(kind: str, value: str, valid: tuple[str, ...] | list[str], where: str = "") -> ValueError:
-    close = difflib.get_close_matches(value, list(valid), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(f"unknown {kind} {value!r}{where}.{hint} Valid: {', '.join(valid)}")
+TARGETS: dict[str, TargetSpec] = {f.name: f.target for f in target_formats() if f.target is not None}
 
 
 def resolve_int8_isa(isa: str) -> str:
@@ -336,9 +224,6 @@ class ConvertConfig:
             return [b, *self.input_size, channels]
         return [b, channels, *self.input_size]
 
-    def with_(self, **changes: Any) -> ConvertConfig:
-        """A copy with some fields changed (validated again)."""
-        return replace(self, **changes)
 
 
 @dataclass

@@ -160,6 +160,18 @@ class Runtime(ABC):
         return ["cpu"]
 
     @classmethod
+    def busy_wait_options(cls, spin: bool) -> dict[str, Any]:
+        """Load options that make the backend's worker threads spin (``spin``) or sleep between ops; {} when
+        it has no such switch. The benchmark measured why this matters on shared cores."""
+        return {}
+
+    @classmethod
+    def summary(cls, details: dict[str, Any]) -> str:
+        """One line of the backend's own words for its devices (providers, device names, delegates), from
+        :meth:`details`; "" when it has nothing to add."""
+        return ""
+
+    @classmethod
     def details(cls) -> dict[str, Any]:
         """Backend-specific discovery for ``edgeseg devices`` (providers, device names, delegates)."""
         return {}

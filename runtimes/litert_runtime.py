@@ -107,6 +107,14 @@ class LiteRTRuntime(Runtime):
         return ["cpu", *[d for d in DELEGATE_LIBS if found.get(d)]]
 
     @classmethod
+    def summary(cls, details: dict[str, Any]) -> str:
+        delegates = details.get("delegates", {})
+        present = [f"{k} ({v})" for k, v in delegates.items() if v]
+        absent = [k for k, v in delegates.items() if not v]
+        return (f"interpreter: {details.get('interpreter')}; delegates: {', '.join(present) or 'none'}"
+                + (f"; not found: {', '.join(absent)}" if absent else ""))
+
+    @classmethod
     def details(cls) -> dict[str, Any]:
         found = _interpreter_module()
         return {"interpreter": found[1] if found else None, "delegates": delegates()}

@@ -86,6 +86,12 @@ class OpenVINORuntime(Runtime):
         return [*devs, "auto"] if devs else []
 
     @classmethod
+    def summary(cls, details: dict[str, Any]) -> str:
+        names = [f"{x['device']} ({x['full_name']})" if x.get("full_name") else x["device"]
+                 for x in details.get("devices", [])]
+        return "devices: " + ", ".join(names)
+
+    @classmethod
     def details(cls) -> dict[str, Any]:
         return {"devices": available_devices(), "hints": list(HINTS)}
 

@@ -112,6 +112,14 @@ class OnnxRuntime(Runtime):
         return [*devs, "auto"] if devs else []
 
     @classmethod
+    def busy_wait_options(cls, spin: bool) -> dict[str, Any]:
+        return {"session_config": {"session.intra_op.allow_spinning": "1" if spin else "0"}}
+
+    @classmethod
+    def summary(cls, details: dict[str, Any]) -> str:
+        return "providers: " + ", ".join(details.get("providers", []))
+
+    @classmethod
     def details(cls) -> dict[str, Any]:
         import onnxruntime as ort
 

@@ -1,6 +1,6 @@
-"""Runtime registry: backend name -> module, and the choice of backend for an artifact.
+"""Runtime registry: backend name -> class, and the choice of backend for an artifact.
 
-Adding a backend is one module with a ``Runtime`` subclass plus one line in ``_BACKENDS``. Backend modules
+Backends and the formats they run are the records of :mod:`edgeseg.runtimes.formats`. Backend modules
 must import without their package (they import it inside ``_load_impl``/``devices``), so that listing what
 is available never fails. Torch-free.
 """
@@ -13,22 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.runtimes.base import Runtime
+from edgeseg.runtimes.formats import FORMATS, RUNTIMES, format_of_suffix, runtimes_for
 from edgeseg.runtimes.manifest import Manifest, find_manifest
 from edgeseg.runtimes.manifest import check_files as check_manifest_files
-
-# name -> (module, class)
-_BACKENDS: dict[str, tuple[str, str]] = {
-    "torch": ("edgeseg.runtimes.torch_runtime", "TorchRuntime"),
-    "onnxruntime": ("edgeseg.runtimes.ort_runtime", "OnnxRuntime"),
-    "openvino": ("edgeseg.runtimes.openvino_runtime", "OpenVINORuntime"),
-    "litert": ("edgeseg.runtimes.litert_runtime", "LiteRTRuntime"),
-}
-# artifact target (manifest) -> default backend
-TARGET_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert", "torch": "torch"}
-SUFFIX_TARGET = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite", ".pt": "torch", ".pth": "torch"}
-# which backends can run which targets (onnxruntime cannot run IR; OpenVINO reads ONNX too)
-RUNS = {"torch": {"torch"}, "onnxruntime": {"onnx"}, "openvino": {"openvino", "onnx"}, "litert": {"tflite"}}
-
 
 _SHIPPED = Path(__file__).resolve().parent / "artifacts"
 
@@ -56,7 +43,7 @@ def name_runtime(runtime: str | None) -> str | None:
 
 
 def list_runtimes() -> list[str]:
-    return list(_BACKENDS)
+    return list(RUNTIMES)
 
 
 def get_runtime(name: str) -> type[Runtime]:
@@ -65,18 +52,18 @@ def get_runtime(name: str) -> type[Runtime]:
     Raises:
         ValueError: unknown name (with the valid ones).
     """
-    if name not in _BACKENDS:
-        close = difflib.get_close_matches(name, list(_BACKENDS), n=1)
+    if name not in RUNTIMES:
+        close = difflib.get_close_matches(name, list(RUNTIMES), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown runtime {name!r}.{hint} Valid: {', '.join(_BACKENDS)}")
-    module, cls = _BACKENDS[name]
+        raise ValueError(f"unknown runtime {name!r}.{hint} Valid: {', '.join(RUNTIMES)}")
+    module, cls = RUNTIMES[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
 def runtime_info() -> list[dict[str, Any]]:
     """Each backend with availability, version, devices and the extra that installs it."""
     rows = []
-    for name in _BACKENDS:
+    for name in RUNTIMES:
         cls = get_runtime(name)
         ok = cls.is_available()
         row: dict[str, Any] = {"name": name, "available": ok, "extra": cls.extra, "version": cls.version()}
@@ -99,12 +86,14 @@ def target_of(artifact: str | Path, manifest: Manifest | None) -> str:
     if manifest is not None:
         return manifest.target
     suffix = Path(str(artifact)).suffix.lower()
-    if suffix not in SUFFIX_TARGET:
+    fmt = format_of_suffix(suffix)
+    if fmt is None:
+        known = [s for f in FORMATS.values() for s in f.suffixes]
         raise ValueError(
             f"cannot tell the format of {artifact}: no manifest beside it and unknown suffix {suffix!r} "
-            f"(known: {', '.join(SUFFIX_TARGET)}); convert it with `edgeseg convert`"
+            f"(known: {', '.join(known)}); convert it with `edgeseg convert`"
         )
-    return SUFFIX_TARGET[suffix]
+    return fmt.name
 
 
 def load(
@@ -159,12 +148,12 @@ def load(
     if manifest is not None and check_files:
         check_manifest_files(path, manifest)
     target = target_of(path, manifest)
-    if target not in TARGET_RUNTIME:
-        raise ValueError(f"{path}: unknown target {target!r} in its manifest (known: {', '.join(TARGET_RUNTIME)})")
-    name = runtime or TARGET_RUNTIME[target]
+    if target not in FORMATS:
+        raise ValueError(f"{path}: unknown target {target!r} in its manifest (known: {', '.join(FORMATS)})")
+    name = runtime or FORMATS[target].runtime
     cls = get_runtime(name)
-    if target not in RUNS[name]:
-        fits = [r for r, t in RUNS.items() if target in t]
+    fits = runtimes_for(target)
+    if name not in fits:
         raise ValueError(f"runtime {name!r} cannot run a {target} artifact; use one of: {', '.join(fits)}")
     rt = cls(path, manifest=manifest, device=device, threads=threads, **options)
     return rt.load()

@@ -150,6 +150,10 @@ class TorchRuntime(Runtime):
         return devs
 
     @classmethod
+    def summary(cls, details: dict[str, Any]) -> str:
+        return "GPUs: " + (", ".join(details.get("gpus", [])) or "none")
+
+    @classmethod
     def details(cls) -> dict[str, Any]:
         import torch
 

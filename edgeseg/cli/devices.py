@@ -21,23 +21,10 @@ def _what(row: dict[str, Any]) -> str:
     """The backend's devices plus its own words for them (providers, device names, delegates)."""
     if not row["available"]:
         return row.get("error") or f"not installed: {row.get('install', '')}"
-    d = row.get("details") or {}
-    parts = [", ".join(row.get("devices") or []) or "none"]
-    if row["name"] == "onnxruntime":
-        parts.append("providers: " + ", ".join(d.get("providers", [])))
-    elif row["name"] == "openvino":
-        names = [f"{x['device']} ({x['full_name']})" if x.get("full_name") else x["device"]
-                 for x in d.get("devices", [])]
-        parts.append("devices: " + ", ".join(names))
-    elif row["name"] == "litert":
-        delegates = d.get("delegates", {})
-        present = [f"{k} ({v})" for k, v in delegates.items() if v]
-        absent = [k for k, v in delegates.items() if not v]
-        parts.append(f"interpreter: {d.get('interpreter')}; delegates: {', '.join(present) or 'none'}"
-                     + (f"; not found: {', '.join(absent)}" if absent else ""))
-    elif row["name"] == "torch":
-        parts.append("GPUs: " + (", ".join(d.get("gpus", [])) or "none"))
-    return "; ".join(parts)
+    from edgeseg.runtimes import get_runtime
+
+    parts = [", ".join(row.get("devices") or []) or "none", get_runtime(row["name"]).summary(row.get("details") or {})]
+    return "; ".join(p for p in parts if p)
 
 
 def main(args: argparse.Namespace) -> int:
