@@ -8,7 +8,7 @@ conversion target, what the converter can make (:class:`TargetSpec`) and where t
 The runtimes registry, the converters, ``edgeseg devices`` and the benchmark harness all read these records;
 none of them keeps its own table of formats. Adding a format is its runtime module (``edgeseg/runtimes``),
 its converter module (``edgeseg/converters``: torch-side, so the device never imports it) and one
-``Format(...)`` entry in :data:`FORMATS`. Backend-specific behaviour (device summaries, busy-wait options)
+``Format(...)`` entry in :data:`FORMATS`: the ExecuTorch entry shows the whole of it. Backend-specific behaviour (device summaries, busy-wait options)
 lives on the backend's :class:`~edgeseg.runtimes.base.Runtime` class.
 
 Examples:
@@ -87,7 +87,8 @@ class Format:
             is recognised by them.
         companions: suffixes of the files beside the main one, with its stem, that belong to the artifact
             (OpenVINO's ``.bin``).
-        runtime: the backend that runs it by default (a key of :data:`RUNTIMES`).
+        runtime: the backend that runs it by default (its name, a key of :data:`RUNTIMES`).
+        runtime_impl: "module:Class" of that backend's :class:`~edgeseg.runtimes.base.Runtime` subclass.
         runs_also: other formats that this format's backend runs too (OpenVINO reads ONNX).
         target: the conversion capabilities, or None when edgeseg does not convert to it (checkpoints).
     """
@@ -95,6 +96,7 @@ class Format:
     name: str
     suffixes: tuple[str, ...]
     runtime: str
+    runtime_impl: str
     companions: tuple[str, ...] = ()
     runs_also: tuple[str, ...] = ()
     target: TargetSpec | None = None
@@ -109,22 +111,16 @@ class Format:
         return [main.with_suffix(s) for s in self.companions if main.with_suffix(s).is_file()] + [main]
 
 
-# backend name -> "module:Class" of its Runtime subclass
-RUNTIMES: dict[str, str] = {
-    "torch": "edgeseg.runtimes.torch_runtime:TorchRuntime",
-    "onnxruntime": "edgeseg.runtimes.ort_runtime:OnnxRuntime",
-    "openvino": "edgeseg.runtimes.openvino_runtime:OpenVINORuntime",
-    "litert": "edgeseg.runtimes.litert_runtime:LiteRTRuntime",
-}
-
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format(name="torch", suffixes=(".pt", ".pth"), runtime="torch"),
+        Format(name="torch", suffixes=(".pt", ".pth"), runtime="torch",
+               runtime_impl="edgeseg.runtimes.torch_runtime:TorchRuntime"),
         Format(
             name="onnx",
             suffixes=(".onnx",),
             runtime="onnxruntime",
+            runtime_impl="edgeseg.runtimes.ort_runtime:OnnxRuntime",
             target=TargetSpec(
                 name="onnx",
                 suffix=".onnx",
@@ -149,6 +145,7 @@ FORMATS: dict[str, Format] = {
             suffixes=(".xml",),
             companions=(".bin",),
             runtime="openvino",
+            runtime_impl="edgeseg.runtimes.openvino_runtime:OpenVINORuntime",
             runs_also=("onnx",),
             target=TargetSpec(
                 name="openvino",
@@ -173,6 +170,7 @@ FORMATS: dict[str, Format] = {
             name="tflite",
             suffixes=(".tflite",),
             runtime="litert",
+            runtime_impl="edgeseg.runtimes.litert_runtime:LiteRTRuntime",
             target=TargetSpec(
                 name="tflite",
                 suffix=".tflite",
@@ -198,6 +196,10 @@ FORMATS: dict[str, Format] = {
         ),
     )
 }
+
+
+# backend name -> "module:Class" of its Runtime subclass (each backend owns one format)
+RUNTIMES: dict[str, str] = {f.runtime: f.runtime_impl for f in FORMATS.values()}
 
 
 def unknown(kind: str, value: str, valid: list[str] | tuple[str, ...], where: str = "") -> ValueError:
