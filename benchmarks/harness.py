@@ -72,14 +72,15 @@ def expand_matrix(targets: list[str], precisions: list[str], devices: list[str],
                   runtimes: list[str] | None = None) -> list[RowSpec]:
     """The reference row followed by every (target, precision, runtime, device) row.
 
-    Each target runs on its default runtime; ``runtimes`` adds every other backend that can run a target
+    A precision a target does not make (ExecuTorch fp16) gives no row. Each target runs on its default runtime; ``runtimes`` adds every other backend that can run a target
     (e.g. OpenVINO reading the ONNX file) and restricts the matrix to the backends named.
     """
     specs = [RowSpec("torch", "fp32", "torch", "cpu")]
     for target in targets:
         backends = [FORMATS[target].runtime] if runtimes is None else \
             [r for r in runtimes if r in runtimes_for(target)]
-        for precision in precisions:
+        offered = FORMATS[target].target.precisions if FORMATS[target].target else precisions
+        for precision in [p for p in precisions if p in offered]:  # "all" means what the target makes
             for rt in backends:
                 for dev in devices:
                     specs.append(RowSpec(target, precision, rt, dev))

@@ -231,13 +231,23 @@ def convert_model(
     # default size: the one the weights were trained at, else the model's
     size = _sizes(export.img_size if export.img_size is not None else (tuple(trained) if trained else None), mcfg)
     asked = [target] if isinstance(target, str) else list(target)
-    if "all" in asked:  # "all" means every target that can take this model
-        skip = [t for t in targets if len(size) not in get_target(t).spatial_dims]
-        for t in skip:
-            warnings.warn(
-                f"skipping {t}: it cannot convert {len(size)}D models ({get_target(t).notes})", stacklevel=2
-            )
-        targets = [t for t in targets if t not in skip]
+    if "all" in asked:  # "all" means every installed target that can take this model
+        from edgeseg.common.deps import MissingDependencyError
+
+        keep = []
+        for t in targets:
+            if len(size) not in get_target(t).spatial_dims:
+                warnings.warn(
+                    f"skipping {t}: it cannot convert {len(size)}D models ({get_target(t).notes})", stacklevel=2
+                )
+                continue
+            try:
+                get_converter(t).check_available()
+            except MissingDependencyError as exc:
+                warnings.warn(f"skipping {t}: {exc}", stacklevel=2)
+                continue
+            keep.append(t)
+        targets = keep
     in_ch = int(kwargs.get("in_channels", getattr(model, "in_channels", mcfg.in_channels)))
     base = dict(
         input_size=size,
@@ -252,8 +262,15 @@ def convert_model(
         exporter=export.exporter,
         simplify=export.simplify,
     )
+    # "all" means what each target can make: a precision a target does not offer is skipped, not an error
+    any_precision = precision == "all" or (not isinstance(precision, str) and "all" in precision)
+    jobs: dict[str, list[str]] = {}
     for t in targets:
-        for p in precisions:
+        offered = get_target(t).precisions
+        jobs[t] = [p for p in precisions if p in offered or not (any_precision or "all" in asked)]
+        for p in set(precisions) - set(jobs[t]):
+            warnings.warn(f"skipping {t} {p}: {t} converts {', '.join(offered)} only", stacklevel=2)
+        for p in jobs[t]:
             static = p == "int8" and quant.static
             ConvertConfig(
                 target=t,
@@ -280,7 +297,7 @@ def convert_model(
     results = []
     for t in targets:
         converter = get_converter(t)  # one instance per target: it may reuse work across precisions
-        for p in precisions:
+        for p in jobs[t]:
             cfg = ConvertConfig(
                 target=t,
                 precision=p,

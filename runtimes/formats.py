@@ -194,6 +194,31 @@ FORMATS: dict[str, Format] = {
                 ),
             ),
         ),
+        Format(
+            name="executorch",
+            suffixes=(".pte",),
+            runtime="executorch",
+            runtime_impl="edgeseg.runtimes.executorch_runtime:ExecuTorchRuntime",
+            target=TargetSpec(
+                name="executorch",
+                suffix=".pte",
+                precisions=("fp32", "int8"),
+                int8_schemes=("static",),
+                layouts=("nchw",),
+                default_layout="nchw",
+                calib_methods=("auto",),
+                quantizers=("xnnpack",),
+                default_quantizer={"static": "xnnpack"},
+                dynamic_batch=False,
+                spatial_dims=(2,),
+                accuracy_control=False,
+                extra="executorch",
+                modules=("executorch",),
+                runtime="executorch",
+                impl="edgeseg.converters.executorch_converter:ExecuTorchConverter",
+                notes="2D only: not tried on 3D models",
+            ),
+        ),
     )
 }
 

@@ -92,6 +92,12 @@ def tflite_results(checkpoint, tmp_path_factory):
     return _convert(checkpoint, tmp_path_factory.mktemp("tfl"), "tflite", "fp32")
 
 
+@pytest.fixture(scope="module")
+def executorch_results(checkpoint, tmp_path_factory):
+    pytest.importorskip("executorch")
+    return _convert(checkpoint, tmp_path_factory.mktemp("pte"), "executorch", "fp32")
+
+
 def _fresh_images(n: int = 4) -> np.ndarray:
     rng = np.random.default_rng(7)
     return rng.standard_normal((n, 3, SIZE, SIZE)).astype(np.float32)
@@ -187,6 +193,21 @@ def test_tflite_fp32_channels_last(tflite_results, reference, checkpoint):
     check_artifact(res, reference, checkpoint, 1e-4, 0.999)
     assert res.manifest.input.layout == "nhwc" and res.manifest.input.shape == [1, SIZE, SIZE, 3]
     assert res.manifest.output.shape == [1, SIZE, SIZE, 1]
+
+
+def test_executorch_fp32_delegates_to_xnnpack(executorch_results, reference, checkpoint):
+    [res] = executorch_results
+    check_artifact(res, reference, checkpoint, 1e-4, 0.999)
+    assert res.artifact.path.suffix == ".pte" and res.manifest.input.shape == [1, 3, SIZE, SIZE]
+    assert res.manifest.extra["delegate_calls"] >= 1  # XNNPACK runs the convolutions
+
+
+@pytest.mark.slow
+def test_executorch_int8(checkpoint, reference, tmp_path):
+    pytest.importorskip("executorch")
+    [res] = _convert(checkpoint, tmp_path, "executorch", "int8")
+    check_artifact(res, reference, checkpoint, None, 0.9)
+    assert res.manifest.quantization["tool"].startswith("executorch XNNPACKQuantizer")
 
 
 @pytest.mark.slow
@@ -312,7 +333,7 @@ def test_cli_failing_parity_exits_nonzero(checkpoint, tmp_path, monkeypatch, cap
     "args,expect",
     [
         (["--model", "ultralightunet-x", "--target", "onnx"], "unknown model 'ultralightunet-x'"),
-        (["--model", "ultralightunet-t", "--target", "tflit"], "Valid: onnx, openvino, tflite, all"),
+        (["--model", "ultralightunet-t", "--target", "tflit"], "Valid: onnx, openvino, tflite, executorch, all"),
         (
             ["--model", "ultralightunet-t", "--target", "onnx", "--precision", "int4"],
             "Valid: fp32, fp16, int8, all",

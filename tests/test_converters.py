@@ -20,15 +20,16 @@ def _calib(n: int = 4, size: tuple[int, int] = (64, 64), labels: bool = False) -
 
 # ---- registry: capabilities are data ----
 def test_every_target_is_registered_with_its_capabilities():
-    assert list_targets() == ["onnx", "openvino", "tflite"]
+    assert list_targets() == ["onnx", "openvino", "tflite", "executorch"]
     for name, spec in TARGETS.items():
         assert spec.name == name
-        assert set(spec.precisions) == set(PRECISIONS)
+        assert set(spec.precisions) <= set(PRECISIONS) and {"fp32", "int8"} <= set(spec.precisions)
         assert spec.default_layout in spec.layouts
-        assert spec.runtime in ("onnxruntime", "openvino", "litert")
+        assert spec.runtime in ("onnxruntime", "openvino", "litert", "executorch")
         assert set(spec.default_quantizer.values()) <= set(spec.quantizers)
     assert get_target("tflite").suffix == ".tflite" and not get_target("tflite").dynamic_batch
     assert get_target("openvino").accuracy_control
+    assert get_target("executorch").precisions == ("fp32", "int8")  # XNNPACK: no fp16 weights path here
 
 
 def test_unknown_target_lists_the_valid_ones():

@@ -6,7 +6,6 @@ import importlib
 from pathlib import Path
 
 import pytest
-
 from edgeseg.runtimes.formats import FORMATS, RUNTIMES, format_of_suffix, get_format, runtimes_for
 
 
@@ -60,3 +59,11 @@ def test_backend_hooks_replace_per_backend_branches():
     assert runtime_options(cfg, "onnxruntime") == {
         "session_config": {"x": "1", "session.intra_op.allow_spinning": "0"}}
     assert "providers: " in get_runtime("onnxruntime").summary({"providers": ["CPUExecutionProvider"]})
+
+
+def test_all_means_what_each_target_makes():
+    from edgeseg.benchmarks.harness import expand_matrix
+
+    rows = [(s.target, s.precision) for s in expand_matrix(["executorch", "onnx"], ["fp32", "fp16", "int8"], ["cpu"])
+            if not s.is_reference]
+    assert ("executorch", "fp16") not in rows and ("onnx", "fp16") in rows and ("executorch", "int8") in rows

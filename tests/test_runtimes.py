@@ -351,7 +351,7 @@ def test_cli_devices_json_matches_this_machine():
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout)
     rows = {r["name"]: r for r in info["runtimes"]}
-    assert set(rows) == {"torch", "onnxruntime", "openvino", "litert"}
+    assert set(rows) == {"torch", "onnxruntime", "openvino", "litert", "executorch"}
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         text = cpuinfo.read_text()

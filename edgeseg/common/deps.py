@@ -20,6 +20,7 @@ EXTRAS: dict[str, str] = {
     "ai_edge_litert": "tflite",
     "ai_edge_quantizer": "tflite",
     "tflite_runtime": "tflite",
+    "executorch": "executorch",
     "cv2": "app",
     "monai": "3d",
     "einops": "3d",
