@@ -164,31 +164,22 @@ def new_run_id() -> str:
 
 
 def resolve_weights(model: str, weights: str | None, work: Path) -> tuple[Path, str, str]:
-    """(checkpoint path, sha256, label) of the weights every row uses.
-
-    Explicit ``weights`` win, then the shipped ones; otherwise a seeded random initialisation is saved to
-    ``work`` (label "random (seed 0)") so that all processes share it.
-    """
+    """(checkpoint path, sha256, label) of the weights every row uses, by the one rule of
+    :func:`edgeseg.weights.resolve` (given, else shipped, else random); random weights (seed 0) are saved
+    to ``work`` so that every worker process shares them."""
     import torch
 
     from edgeseg.common.io import atomic_write_bytes, sha256_file
-    from edgeseg.weights import CHECKPOINT_FORMAT, shipped_weights
+    from edgeseg.weights import CHECKPOINT_FORMAT, resolve
 
-    if weights:
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"--weights {path} not found")
-        return path, sha256_file(path), str(path)
-    shipped = shipped_weights(model)
-    if shipped is not None:
-        return shipped, sha256_file(shipped), f"shipped ({shipped.name})"
-    from edgeseg.models import create_model
-
-    torch.manual_seed(0)
-    net = create_model(model).eval()
+    if weights and not Path(weights).is_file():
+        raise FileNotFoundError(f"--weights {weights} not found")
+    r = resolve(model, weights, seed=0)
+    if r.path is not None:
+        return r.path, str(r.sha256), str(r.path) if r.source == "given" else f"shipped ({r.path.name})"
     path = work / f"{model}-random-seed0.pt"
     buf = io.BytesIO()  # saved through a buffer: torch.save names the archive after the file, a temp name
-    torch.save({"format": CHECKPOINT_FORMAT, "model": model, "state_dict": net.state_dict(),
+    torch.save({"format": CHECKPOINT_FORMAT, "model": model, "state_dict": r.module.state_dict(),
                 "note": "random initialisation, torch.manual_seed(0): outputs are meaningless"}, buf)
     atomic_write_bytes(path, buf.getvalue())  # same bytes every run, so cached artifacts are reused
     return path, sha256_file(path), "random (seed 0)"

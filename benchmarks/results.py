@@ -64,11 +64,6 @@ class RowSpec:
         return self.target == "torch" and self.precision == "fp32"
 
 
-def row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
-    """The matching key of a row dict (target, precision, runtime, device)."""
-    return (row["target"], row["precision"], row["runtime"], row["device"])
-
-
 @dataclass
 class Row:
     """Everything measured for one :class:`RowSpec` (fields stay None when a stage did not run).

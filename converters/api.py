@@ -108,34 +108,6 @@ def _check_backends(targets: list[str], verify: bool) -> None:
             )
 
 
-def _weights_of(model: Any, weights: str | Path | None) -> tuple[Path | None, str]:
-    """(checkpoint path or None, source: "given" | "shipped" | "random" | "module")."""
-    from edgeseg.weights import shipped_weights
-
-    if not isinstance(model, str):
-        return None, "module"
-    if weights is not None:
-        return Path(weights), "given"
-    path = shipped_weights(model)
-    return (path, "shipped") if path is not None else (None, "random")
-
-
-def _load_model(
-    model: Any, path: Path | None, source: str, ckpt: dict[str, Any] | None, model_kwargs: dict[str, Any]
-) -> tuple[Any, dict[str, Any]]:
-    """(nn.Module in eval mode, weights record)."""
-    from edgeseg.models import create_model
-    from edgeseg.models._registry import warn_random_weights
-
-    if source == "module":  # an nn.Module given by the caller
-        return model.eval(), {"source": "module", "sha256": None}
-    if path is None:
-        warn_random_weights(model)
-        return create_model(model, **model_kwargs).eval(), weights_record(None, "random")
-    kwargs = {**((ckpt or {}).get("model_kwargs") or {}), **model_kwargs}
-    return create_model(model, weights=path, **kwargs).eval(), weights_record(path, source)
-
-
 def _sizes(img_size: int | Sequence[int] | None, cfg: Any) -> tuple[int, ...]:
     if img_size is None:
         return tuple(cfg.input_size)
@@ -220,13 +192,15 @@ def convert_model(
         raise ValueError(
             "an nn.Module passed to convert_model needs a .model_cfg (build it with create_model)"
         )
-    wpath, wsource = _weights_of(model, weights)
-    if wpath is not None:
-        from edgeseg.weights import read_checkpoint
+    if isinstance(model, str):  # the one weights rule; a bad file fails here, before any work
+        from edgeseg.weights import resolve
 
-        ckpt = read_checkpoint(wpath)  # a bad file fails here, before any work
-    else:
-        ckpt = None
+        resolved = resolve(model, weights, model_kwargs=kwargs)
+        net, ckpt, wpath = resolved.module, resolved.checkpoint or None, resolved.path
+        wrec = weights_record(wpath, resolved.source)
+    else:  # an nn.Module built by the caller
+        net, ckpt, wpath = model.eval(), None, None
+        wrec = {"source": "module", "sha256": None}
     trained = ((ckpt or {}).get("preprocessing") or {}).get("size")
     # default size: the one the weights were trained at, else the model's
     size = _sizes(export.img_size if export.img_size is not None else (tuple(trained) if trained else None), mcfg)
@@ -282,7 +256,6 @@ def convert_model(
     out = check_writable_dir(out_dir)
     _check_backends(targets, verify.enabled)
 
-    net, wrec = _load_model(model, wpath, wsource, ckpt, kwargs)
     classes = int(getattr(net, "num_classes", mcfg.num_classes))
     in_ch = base["in_channels"] = int(getattr(net, "in_channels", in_ch))  # a checkpoint may set it
     pre = preprocessing_for(mcfg, size, ckpt, in_ch)
@@ -307,7 +280,7 @@ def convert_model(
             )
             sample = torch.from_numpy(np.repeat(sample_np, int(export.batch or 1), axis=0))
             if not results and wpath is not None:  # once, after the first config validated
-                say(f"weights: {wsource} ({wpath.name})")
+                say(f"weights: {wrec['source']} ({wpath.name})")
             say(f"converting {mcfg.name} -> {t} {cfg.tag} ({cfg.layout}, batch {export.batch or 'dynamic'}) ...")
             res = _convert_one(
                 converter,

@@ -274,12 +274,3 @@ def overlay(frame: np.ndarray, mask: np.ndarray, alpha: float = 0.4, contour: bo
             found, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(rgb, found, -1, color, thickness)
     return rgb
-
-
-def draw_label(frame: np.ndarray, text: str, origin: tuple[int, int] = (8, 22)) -> np.ndarray:
-    """Write a line of text (e.g. latency, runtime) on a copy of the frame, with a dark outline."""
-    cv2 = _cv2()
-    out = np.ascontiguousarray(frame).copy()
-    cv2.putText(out, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(out, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
-    return out

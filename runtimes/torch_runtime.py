@@ -171,45 +171,22 @@ class TorchRuntime(Runtime):
         return self._module
 
     def _build(self) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-        """(module, checkpoint-or-empty, weights provenance)."""
-        from edgeseg.models import create_model, get_model_cfg
-        from edgeseg.weights import read_checkpoint, shipped_weights
+        """(module, checkpoint-or-empty, weights provenance), through the one weights resolver."""
+        from edgeseg.weights import resolve
 
         kwargs = dict(self.options.get("model_kwargs") or {})
         path = Path(str(self.artifact))
         if path.is_file():
-            ckpt = read_checkpoint(path)
-            name = ckpt.get("model") or self.options.get("model")
-            asked = self.options.get("model")
-            if asked and ckpt.get("model") and asked != ckpt["model"]:
-                raise ValueError(f"{path}: checkpoint is for model {ckpt['model']!r}, not {asked!r}; "
-                                 f"drop --model or pass --model {ckpt['model']}")
-            if name is None:
-                raise ValueError(f"{path} is a bare state_dict: say which model it is (options model=NAME, "
-                                 "or --model NAME on the command line)")
-            kwargs = {**(ckpt.get("model_kwargs") or {}), **kwargs}
-            model = create_model(name, weights=path, **kwargs)
-            from edgeseg.common.io import sha256_file
-
-            return model, ckpt, {"path": str(path), "sha256": sha256_file(path)}
-        name = str(self.artifact)
-        if path.suffix.lower() in (".pt", ".pth"):
+            r = resolve(self.options.get("model"), path, model_kwargs=kwargs)
+        elif path.suffix.lower() in (".pt", ".pth"):
             raise FileNotFoundError(f"checkpoint not found: {path}")
-        get_model_cfg(name)  # unknown names: ValueError with "did you mean"
-        weights = self.options.get("weights")
-        if weights is None and shipped_weights(name) is not None:
-            weights = shipped_weights(name)
-        if weights is None:
-            from edgeseg.models._registry import warn_random_weights
-
-            warn_random_weights(name)
-            return create_model(name, **kwargs), {}, {"path": None, "note": "random"}
-        from edgeseg.common.io import sha256_file
-
-        model = create_model(name, weights=weights, **kwargs)
-        # The checkpoint's own preprocessing record (e.g. the size the weights were trained at) wins over
-        # the model config's defaults, as in converters and benchmarks.
-        return model, read_checkpoint(weights), {"path": str(weights), "sha256": sha256_file(weights)}
+        else:  # a registered name: the given weights, else the shipped ones, else random
+            r = resolve(str(self.artifact), self.options.get("weights"), model_kwargs=kwargs)
+        if r.path is None:
+            return r.module, {}, {"path": None, "note": "random"}
+        # the checkpoint's own preprocessing record (e.g. the size the weights were trained at) wins over
+        # the model config's defaults, as in converters and benchmarks
+        return r.module, r.checkpoint, {"path": str(r.path), "sha256": r.sha256}
 
     def _load_impl(self) -> None:
         import torch

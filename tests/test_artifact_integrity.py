@@ -106,3 +106,13 @@ def test_parity_fails_on_non_finite_logits():
     assert not par.passed and par.figures["candidate_nonfinite"] == 1
     assert any("NaN/inf" in f for f in par.failures)
     assert compare(ref, ref.copy(), Postprocessing(), "fp32").passed
+
+
+def test_bench_reuses_a_cached_artifact_only_while_its_files_are_intact(copied):
+    from edgeseg.benchmarks.harness import _valid_cached
+
+    wsha = runtimes.find_manifest(copied).weights["sha256"]
+    assert _valid_cached(copied, wsha)
+    assert not _valid_cached(copied, "0" * 64)  # other weights
+    copied.write_bytes(copied.read_bytes()[:-1])  # truncated: converted again, not reused
+    assert not _valid_cached(copied, wsha)

@@ -133,3 +133,16 @@ def test_cli_output_cut_short_by_the_reader_is_not_an_error(monkeypatch, capsys)
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert main(["models", "--format", "json"]) == 1
     assert capsys.readouterr().err == ""
+
+
+def test_every_reporting_subcommand_takes_the_one_output_option():
+    """--format text|table|json and --json mean the same on every command that prints a result."""
+    import argparse
+
+    from edgeseg.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("models", "info", "devices", "convert", "evaluate", "predict", "bench"):
+        opts = {o: a for a in sub.choices[name]._actions for o in a.option_strings}
+        assert opts["--format"].choices == ["text", "table", "json"], name
+        assert opts["--json"].dest == "format" and opts["--json"].const == "json", name

@@ -218,14 +218,6 @@ class VideoFileSource(_CaptureSource):
             "or unsupported codec); re-encode it, e.g. `ffmpeg -i IN -c:v mjpeg OUT.avi`"
         )
 
-    @property
-    def frame_count(self) -> int | None:
-        """The container's frame count (may be an estimate; None when unknown)."""
-        if self._cap is None:
-            return None
-        n = int(self._cap.get(_cv.cv2().CAP_PROP_FRAME_COUNT) or 0)
-        return n if n > 0 else None
-
 
 class SyntheticSource(Source):
     """The synthetic endoscopy sequence (a moving polyp phantom) from ``edgeseg.common.phantoms``.

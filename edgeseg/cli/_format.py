@@ -23,5 +23,18 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def add_format_argument(parser, choices: Sequence[str] = ("table", "json")) -> None:
-    parser.add_argument("--format", choices=list(choices), default=choices[0], help="output format")
+FORMATS = ("text", "table", "json")  # "text" and "table" are the same human-readable output
+
+
+def add_format_argument(parser) -> None:
+    """The output options every subcommand shares: ``--format text|table|json`` and ``--json`` (its
+    shorthand). Human-readable text is the default; JSON is one document on stdout, the rest on stderr."""
+    parser.add_argument("--format", choices=list(FORMATS), default="text",
+                        help="output: text (or table, the same) or json (default text)")
+    parser.add_argument("--json", dest="format", action="store_const", const="json",
+                        help="the same as --format json")
+
+
+def wants_json(args: Any) -> bool:
+    """Whether the parsed arguments ask for JSON output."""
+    return getattr(args, "format", "text") == "json"

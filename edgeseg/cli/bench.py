@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgeseg.cli._format import print_json, table
+from edgeseg.cli._format import add_format_argument, print_json, table, wants_json
 
 ACTIONS = ("run", "history", "compare", "show")
 GATE_EXIT = 3
@@ -69,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--db", help="history database (default: $EDGESEG_BENCH_DB or the user data dir)")
     o.add_argument("--no-db", action="store_true", help="do not store the run")
     o.add_argument("--no-html", action="store_true", help="skip the HTML report")
-    o.add_argument("--json", action="store_true", help="print the run (or history/comparison) as JSON on stdout")
+    add_format_argument(o)
     o.add_argument("--last", type=int, default=20, help="history: how many runs (default: 20)")
     c = p.add_argument_group("gates (exit code 3 when one fails)")
     c.add_argument("--fail-on-regression", type=float, metavar="PCT",
@@ -186,7 +186,7 @@ def _run(args) -> int:
         db.save(run)
     paths = write_reports(run, cfg.out, html=not args.no_html)
     failures = check_gates(run, baseline, **gates)
-    if args.json:
+    if wants_json(args):
         d = run.to_dict()
         d["gates"] = {"failures": [f.to_dict() for f in failures], "baseline": baseline and baseline.run_id, **gates}
         print_json(d)
@@ -204,7 +204,7 @@ def _run(args) -> int:
 
 def _show_history(args) -> int:
     runs = _history(args).runs(model=args.model, limit=args.last)
-    if args.json:
+    if wants_json(args):
         print_json(runs)
         return 0
     if not runs:
@@ -226,7 +226,7 @@ def _compare(args) -> int:
     db = _history(args)
     a, b = db.load(args.run_ids[0]), db.load(args.run_ids[1])
     cmp = compare_runs(a, b)
-    if args.json:
+    if wants_json(args):
         print_json(cmp)
         return 0
     rows = [[f"{r['target']}/{r['precision']}", r["runtime"], r["device"], f"{r['status_a']} -> {r['status_b']}",
@@ -251,7 +251,7 @@ def _show(args) -> int:
         from edgeseg.benchmarks.report import write_reports
 
         write_reports(run, args.out, html=not args.no_html)
-    if args.json:
+    if wants_json(args):
         print_json(run.to_dict())
     else:
         _print_rows(run)

@@ -20,6 +20,8 @@ import os
 import sys
 from collections.abc import Iterator
 
+from edgeseg.cli._format import add_format_argument, wants_json
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="registered model name (see `edgeseg models`)")
@@ -42,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", help="nchw or nhwc I/O (default: nhwc for tflite, nchw otherwise)")
     p.add_argument("--out", default="exports", help="output folder (default exports/)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check against the FP32 model")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON document on stdout")
+    add_format_argument(p)
     q = p.add_argument_group("quantization")
     q.add_argument("--int8-scheme", default="static", help="static (calibrated, default) or dynamic")
     q.add_argument(
@@ -119,7 +121,7 @@ def main(args: argparse.Namespace) -> int:
     warnings.showwarning = one_line_warning
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    with _stdout_to_stderr(args.json):
+    with _stdout_to_stderr(wants_json(args)):
         from edgeseg.converters import ExportOptions, QuantOptions, VerifyOptions, convert_model
 
         results = convert_model(
@@ -150,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
             log=log,
         )
     failed = [r for r in results if not r.passed]
-    if args.json:
+    if wants_json(args):
         print_json({"artifacts": [r.to_dict() for r in results], "passed": not failed})
     else:
         rows = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from edgeseg.cli._format import add_format_argument, print_json, table
+from edgeseg.cli._format import add_format_argument, print_json, table, wants_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
     cpu = cpu_info()
     cpu["int8_path"] = int8_path(cpu["isa"])
     rows = runtime_info()
-    if args.format == "json":
+    if wants_json(args):
         print_json({"cpu": cpu, "runtimes": rows})
         return 0
     cores = f"{cpu['logical_cores']} logical"

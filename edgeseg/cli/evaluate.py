@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from edgeseg.cli._format import add_format_argument, wants_json
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("weights")
@@ -31,42 +33,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shift", default=None, metavar="KIND=FACTOR",
                    help="evaluate on re-lit or re-framed images, a robustness check: brightness, contrast, "
                         "saturation or zoom (e.g. brightness=0.7, zoom=0.75); 2D only")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_format_argument(p)
 
 
 def resolve_model(weights: str | None, model: str | None):
     """(model, checkpoint dict or None, weights description) for --weights / --model."""
-    from edgeseg.models import create_model
-    from edgeseg.models._registry import warn_random_weights
-    from edgeseg.weights import load_weights, model_card, read_checkpoint, shipped_weights
+    from edgeseg.weights import model_card, resolve
 
     if weights is None and model is None:
         raise ValueError("give --weights CKPT or --model NAME (which uses the weights shipped for it)")
-    if weights is not None:
-        ckpt = read_checkpoint(weights)
-        name = ckpt.get("model") or model
-        if name is None:
-            raise ValueError(f"{weights}: a bare state_dict does not name its model; add --model NAME")
-        if model is not None and ckpt.get("model") not in (None, model):
-            raise ValueError(f"{weights}: checkpoint is for model {ckpt['model']!r}, not {model!r}; "
-                             f"use --model {ckpt['model']} or another checkpoint")
-        net = create_model(name, **ckpt.get("model_kwargs", {}))
-        load_weights(net, weights, expected_model=name)
-        return net, ckpt, str(weights)
-    path = shipped_weights(model)
-    if path is None:
-        net = create_model(model)
-        warn_random_weights(model)
-        print(f"WARNING: {model} has no shipped weights: evaluating RANDOM weights", file=sys.stderr)
-        return net, None, "random"
-    ckpt = read_checkpoint(path)
-    net = create_model(model, **ckpt.get("model_kwargs", {}))
-    load_weights(net, path, expected_model=model)
-    card = model_card(model) or {}
-    dice = card.get("val_dice")
-    print(f"using the weights shipped for {model} ({path.name}"
-          + (f", card val Dice {dice:.4f}" if isinstance(dice, float) else "") + ")", file=sys.stderr)
-    return net, ckpt, f"shipped:{path.name}"
+    r = resolve(model, weights)
+    if r.source == "random":
+        print(f"WARNING: {r.model} has no shipped weights: evaluating RANDOM weights", file=sys.stderr)
+        return r.module, None, "random"
+    if r.source == "shipped":
+        dice = (model_card(r.model) or {}).get("val_dice")
+        print(f"using the weights shipped for {r.model} ({r.path.name}"
+              + (f", card val Dice {dice:.4f}" if isinstance(dice, float) else "") + ")", file=sys.stderr)
+        return r.module, r.checkpoint, f"shipped:{r.path.name}"
+    return r.module, r.checkpoint, str(weights)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -111,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
     if out is not None:
         atomic_write_text(out / "per_case.csv", res.to_csv())
         atomic_write_json(out / "summary.json", summary)
-    if args.json:
+    if wants_json(args):
         from edgeseg.cli._format import print_json
 
         print_json(summary)
@@ -152,7 +137,7 @@ def _evaluate_volumes(args, net, ckpt, wdesc: str, out) -> int:
     if out is not None:
         atomic_write_text(out / "per_case.csv", res.to_csv())
         atomic_write_json(out / "summary.json", summary)
-    if args.json:
+    if wants_json(args):
         from edgeseg.cli._format import print_json
 
         print_json(summary)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgeseg.cli._format import add_format_argument, print_json
+from edgeseg.cli._format import add_format_argument, print_json, wants_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--img-size must be a positive multiple of {cfg.divisible_by} for {args.name}")
     summary = model_summary(args.name, args.img_size)
     info = {"cfg": cfg.to_dict(), "profile": summary, "model_card": model_card(args.name)}
-    if args.format == "json":
+    if wants_json(args):
         print_json(info)
         return 0
     size = "x".join(map(str, summary["input_size"]))

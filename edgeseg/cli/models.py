@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgeseg.cli._format import add_format_argument, print_json, table
+from edgeseg.cli._format import add_format_argument, print_json, table, wants_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
             if n == names[-1] and not rows:
                 raise
             print(f"edgeseg: {n} not listed: {exc}", file=sys.stderr)
-    if args.format == "json":
+    if wants_json(args):
         print_json(rows)
         return 0
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgeseg.cli._format import add_format_argument, print_json
+from edgeseg.cli._format import add_format_argument, print_json, wants_json
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 _FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v"}
@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlay-format", choices=["jpg", "png"], default="jpg", help="overlay image format")
     p.add_argument("--video-format", choices=["mp4", "avi"], default="mp4",
                    help="overlay video container (mp4: mp4v, avi: MJPG)")
-    add_format_argument(p, ("text", "json"))
+    add_format_argument(p)
 
 
 def _open_runner(args: argparse.Namespace) -> Any:
@@ -208,7 +208,7 @@ def main(args: argparse.Namespace) -> int:
     summary = {"runtime": info, "threshold": args.threshold if args.threshold is not None
                else runner.manifest.postprocessing.threshold, "outputs": rows}
     atomic_write_json(out / "predictions.json", summary)
-    if args.format == "json":
+    if wants_json(args):
         print_json(summary)
         return 0
     what = f"{rows[0]['frames']} video frames" if kind == "video" else f"{len(rows)} image(s)"

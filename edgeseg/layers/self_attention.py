@@ -82,11 +82,6 @@ def dot_product_attention(
     return torch.matmul(weights, v), weights
 
 
-def attention_matmul_macs(queries: int, keys: int, key_dim: int, value_dim: int) -> int:
-    """MACs of the two attention products (not counted by the module-hook convention of the profiler)."""
-    return queries * keys * (key_dim + value_dim)
-
-
 class NonLocalBlock(nn.Module):
     """Embedded-Gaussian non-local block (Wang et al., 2018): x + W(softmax(theta(x) phi(x)^T) g(x)).
 

@@ -12,6 +12,7 @@ MK-UNet release) is accepted too.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,107 @@ def _first_line(exc: BaseException) -> str:
     return first_line(exc, 200)
 
 
+@dataclass
+class ResolvedWeights:
+    """A model with the weights every entry point agreed on (see :func:`resolve`).
+
+    Attributes:
+        module: the ``nn.Module``, in eval mode, with the weights loaded.
+        model: its registry name.
+        source: "given" (a checkpoint path), "shipped" (the package's weights) or "random".
+        path: the checkpoint file, or None for random weights.
+        sha256: the checkpoint file's sha256, or None for random weights.
+        checkpoint: the checkpoint dict ({} for random weights): recipe, metrics, model_kwargs, ...
+        model_kwargs: the builder options used (the checkpoint's, updated by the caller's).
+    """
+
+    module: Any
+    model: str
+    source: str
+    path: Path | None
+    sha256: str | None
+    checkpoint: dict[str, Any] = field(default_factory=dict, repr=False)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """The checkpoint's pre-processing record (size trained at, mean/std, colour); {} when it has none."""
+        return dict(self.checkpoint.get("preprocessing") or {})
+
+    def label(self) -> str:
+        """A short human description: "given (best.pt)", "shipped (ultralightunet-s.pt)", "random"."""
+        return self.source if self.path is None else f"{self.source} ({self.path.name})"
+
+
+def resolve(
+    model: str | None,
+    weights: str | Path | None = None,
+    *,
+    seed: int | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> ResolvedWeights:
+    """The one rule for "which weights": a given checkpoint, else the shipped weights, else random ones.
+
+    Every command and API that builds a model from a name and/or a checkpoint goes through here (torch
+    runtime, evaluate, convert, bench, predict), so they agree on the model, its weights and its
+    pre-processing.
+
+    Args:
+        model: registry name; optional with a checkpoint that names its model, and then it must match.
+        weights: a checkpoint path (edgeseg's, a bare state_dict, or a common third-party wrapper).
+        seed: seeds torch before a random initialisation (reproducible random weights); else unused.
+        model_kwargs: builder options over the checkpoint's own.
+
+    Raises:
+        FileNotFoundError: the checkpoint does not exist.
+        ValueError: unknown model, a checkpoint of another model, a bare state_dict without a model name,
+            or weights that do not fit (see :func:`read_checkpoint` for refused files).
+
+    Examples:
+        >>> r = resolve("ultralightunet-s")                      # shipped weights
+        >>> r.source, r.sha256[:8], r.preprocessing["size"]
+        >>> resolve(None, "runs/s/best.pt").module                  # the checkpoint names its model
+    """
+    from edgeseg.common.io import sha256_file
+    from edgeseg.models import create_model, get_model_cfg
+    from edgeseg.models._registry import warn_random_weights
+
+    if weights is not None:
+        path: Path | None = Path(weights)
+        ckpt = read_checkpoint(path)
+        saved = ckpt.get("model")
+        if model is not None and saved is not None and saved != model:
+            raise ValueError(f"{path}: checkpoint is for model {saved!r}, not {model!r}; "
+                             f"use --model {saved} (or drop --model) or another checkpoint")
+        name = saved or model
+        if name is None:
+            raise ValueError(f"{path} is a bare state_dict, which does not name its model: say which model "
+                             "it is (--model NAME, or model=NAME)")
+        source = "given"
+    else:
+        if model is None:
+            raise ValueError("say which model: a registered name (edgeseg models) or a checkpoint")
+        name = model
+        get_model_cfg(name)  # unknown names: ValueError with "did you mean"
+        path = shipped_weights(name)
+        ckpt = read_checkpoint(path) if path is not None else {}
+        source = "shipped" if path is not None else "random"
+    kwargs = {**(ckpt.get("model_kwargs") or {}), **(model_kwargs or {})}
+    if path is None:
+        import torch
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        warn_random_weights(name)
+        module = create_model(name, **kwargs)
+    else:
+        module = create_model(name, **kwargs)
+        _load_state(module, ckpt, path, name)
+    return ResolvedWeights(module=module.eval(), model=name, source=source, path=path,
+                           sha256=sha256_file(path) if path is not None else None, checkpoint=ckpt,
+                           model_kwargs=kwargs)
+
+
 def load_weights(model, path: str | Path, expected_model: str | None = None) -> dict[str, Any]:
     """Load ``path`` into ``model`` with ``strict=True``; returns the checkpoint dict.
 
@@ -145,6 +247,13 @@ def load_weights(model, path: str | Path, expected_model: str | None = None) -> 
             f"{path}: checkpoint is for model {saved!r}, not {expected_model!r}; "
             f"use --model {saved} or another checkpoint"
         )
+    _load_state(model, ckpt, path, expected_model)
+    return ckpt
+
+
+def _load_state(model: Any, ckpt: dict[str, Any], path: str | Path, name: str | None) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error that names the file and the model."""
+    expected_model = name
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as exc:
@@ -153,4 +262,3 @@ def load_weights(model, path: str | Path, expected_model: str | None = None) -> 
             f"{path}: weights do not fit {expected_model or type(model).__name__} "
             f"({' '.join(first[:2])[:300]})"
         ) from None
-    return ckpt
