@@ -2,8 +2,10 @@
 
 Live polyp segmentation on a camera, a video file or the synthetic endoscopy sequence.
 
-Runs a converted artifact (--artifact, no torch needed) or a registered model through the torch runtime
-(--model). Capture runs in its own thread and inference always takes the newest frame (stale frames are
+Runs a converted artifact (--artifact, no torch needed) or a registered model (--model). Through `edgeseg
+demo`, --model runs the fastest verified artifact of the model on this machine (converted once and cached in
+~/.cache/edgeseg or $EDGESEG_CACHE); torch eager only with --runtime torch; where torch is absent, the
+artifact shipped in the package. Capture runs in its own thread and inference always takes the newest frame (stale frames are
 dropped and counted) for cameras and with --realtime; video files and the synthetic sequence are otherwise
 processed frame by frame, every frame, so counts are deterministic.
 

@@ -58,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edgeseg.common.deps import quiet_third_party_logs
 
     quiet_third_party_logs()
+    # Spinning OpenMP workers cost torch 2-70x on shared cores (measured by the bench, docs/notes/issue-7.md);
+    # set before torch is imported, and only when the user has not chosen a policy
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_main", None):
