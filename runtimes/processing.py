@@ -55,18 +55,16 @@ class FrameInfo:
 def read_image(path: str | Path, color: str = "rgb") -> np.ndarray:
     """An image file as HWC uint8 RGB (or HW uint8 for ``color="gray"``).
 
+    Decoded by :func:`edgeseg.common.images.read_image`, the reader training uses: a truncated or corrupt file
+    is refused, never filled in with grey.
+
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a readable image.
+        ValueError: the file is not a readable image, or it is truncated.
     """
-    cv2 = _cv2()
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if color == "gray" else cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"{path}: not a readable image (supported: {', '.join(IMAGE_SUFFIXES)})")
-    return img if color == "gray" else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    from edgeseg.common.images import read_image as _read
+
+    return _read(path, color)
 
 
 def write_image(path: str | Path, img: np.ndarray) -> Path:

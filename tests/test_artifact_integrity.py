@@ -116,3 +116,26 @@ def test_bench_reuses_a_cached_artifact_only_while_its_files_are_intact(copied):
     assert not _valid_cached(copied, "0" * 64)  # other weights
     copied.write_bytes(copied.read_bytes()[:-1])  # truncated: converted again, not reused
     assert not _valid_cached(copied, wsha)
+
+
+def test_a_truncated_jpeg_is_refused_by_predict_as_by_training(tmp_path, capsys):
+    """predict used to decode the missing half as grey and exit 0; now it reads images as training does."""
+    from PIL import Image
+
+    from edgeseg.cli import main
+    from edgeseg.common.phantoms import synthetic_sample
+    from edgeseg.data.folder import read_image as training_reader
+    from edgeseg.runtimes.processing import read_image as device_reader
+
+    good = tmp_path / "good.jpg"
+    Image.fromarray(synthetic_sample(1, 128)[0]).save(good, quality=90)
+    assert np.array_equal(training_reader(good), device_reader(good))  # one reader, the same array
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    for reader in (training_reader, device_reader):
+        with pytest.raises(ValueError, match="truncated"):
+            reader(cut)
+    code = main(["predict", "--model", "ultralightunet-s", "--runtime", "torch", "--input", str(cut),
+                 "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert code == 2 and "truncated" in err and "Traceback" not in err

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.common.images import read_image  # noqa: F401 (the one image reader, re-exported)
+
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MASK_MODES = ("binary", "labels")
 
@@ -136,29 +138,6 @@ def find_pairs(root: str | Path, split: str | None = None) -> list[Pair]:
                                     f"e.g. {missing[0]!r}")
         pairs = [by_id[i] for i in wanted]
     return sorted(pairs, key=lambda p: p.id)
-
-
-def read_image(path: str | Path, color: str = "rgb") -> np.ndarray:
-    """Decode an image fully into uint8 RGB HxWx3 (``color="rgb"``) or HxW (``color="gray"``).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: unreadable or truncated file (names the file).
-    """
-    from PIL import Image
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = im.convert("RGB" if color == "rgb" else "L")
-            return np.asarray(im, dtype=np.uint8).copy()
-    except OSError as exc:
-        raise ValueError(f"{path}: unreadable or truncated image file ({exc})") from None
-    except Exception as exc:  # PIL raises assorted errors for corrupt data
-        raise ValueError(f"{path}: unreadable image file ({type(exc).__name__}: {exc})") from None
 
 
 def read_mask(path: str | Path, mode: str = "binary",
