@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edgeseg.benchmarks.results import FIDELITY_FAILED, OK, Row, RunResult
+from edgeseg.benchmarks.results import CONVERT_FAILED, FIDELITY_FAILED, LOAD_FAILED, OK, Row, RunResult
 
 MEASURED = (OK, FIDELITY_FAILED)  # statuses whose rows carry latency/accuracy/fidelity figures
 
@@ -105,6 +105,15 @@ def check_gates(
     if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
         raise ValueError(f"--min-agreement must be between 0 and 1, got {min_agreement}")
     failures: list[GateFailure] = []
+    gated = any(g is not None for g in (fail_on_regression, min_agreement, max_dice_drop))
+    candidates = [r for r in run.rows if not r.reference]
+    for r in candidates:
+        # with a gate set, a row that could not be converted or loaded cannot have passed it
+        if gated and r.status in (CONVERT_FAILED, LOAD_FAILED):
+            failures.append(GateFailure("row-failed", r.spec.label, f"{r.status}: {r.reason}"))
+    if candidates and not any(r.status == OK for r in candidates):
+        failures.append(GateFailure("nothing-ok", f"{len(candidates)} rows",
+                                    "no row is ok: " + ", ".join(sorted({r.status for r in candidates}))))
     measured = [r for r in run.rows if r.status in MEASURED]
     if fail_on_regression is not None and baseline is not None:
         base = {r.spec.key: r for r in baseline.rows}

@@ -120,12 +120,12 @@ def test_bench_reuses_a_cached_artifact_only_while_its_files_are_intact(copied):
 
 def test_a_truncated_jpeg_is_refused_by_predict_as_by_training(tmp_path, capsys):
     """predict used to decode the missing half as grey and exit 0; now it reads images as training does."""
+    from edgeseg.runtimes.processing import read_image as device_reader
     from PIL import Image
 
     from edgeseg.cli import main
     from edgeseg.common.phantoms import synthetic_sample
     from edgeseg.data.folder import read_image as training_reader
-    from edgeseg.runtimes.processing import read_image as device_reader
 
     good = tmp_path / "good.jpg"
     Image.fromarray(synthetic_sample(1, 128)[0]).save(good, quality=90)

@@ -15,6 +15,7 @@ from edgeseg.benchmarks.compare import check_gates, compare_runs
 from edgeseg.benchmarks.history import History, comparison_key, default_db_path
 from edgeseg.benchmarks.report import to_csv, to_markdown, write_reports
 from edgeseg.benchmarks.results import (
+    CONVERT_FAILED,
     FIDELITY_FAILED,
     LOAD_FAILED,
     OK,
@@ -356,3 +357,18 @@ def test_convert_options_parse_and_get_their_own_cache_folder(tmp_path):
     pct = artifact_path(tmp_path, "m", 64, "ab" * 32, "onnx", "int8", {"calib_method": "percentile"})
     assert plain.name == pct.name == "m_int8.onnx" and plain.parent != pct.parent
     assert pct == artifact_path(tmp_path, "m", 64, "ab" * 32, "onnx", "int8", {"calib_method": "percentile"})
+
+
+def test_failed_rows_fail_a_gated_run_and_a_run_with_nothing_ok_fails():
+    """bench used to exit 0 with rows that failed to convert or load, even with a gate set, and with no ok row."""
+    broken = _run("c", rows=[_row("torch", "fp32", "torch", p50=40.0, reference=True),
+                             _row("onnx", "fp32", "onnxruntime", p50=20.0, agreement=0.9995),
+                             Row("onnx", "int8", "onnxruntime", "cpu").fail(CONVERT_FAILED, "calibration crashed")])
+    assert check_gates(broken) == []  # no gate: a failed row is reported, not judged
+    fails = check_gates(broken, min_agreement=0.9)
+    assert [(f.gate, f.row) for f in fails] == [("row-failed", "onnx/int8 (onnxruntime, cpu)")]
+    assert "calibration crashed" in fails[0].message
+    none_ok = _run("d", rows=[_row("torch", "fp32", "torch", p50=40.0, reference=True),
+                              Row("onnx", "fp32", "onnxruntime", "cpu").fail(LOAD_FAILED, "bad file"),
+                              Row("tflite", "fp32", "litert", "cpu").fail(UNAVAILABLE, "not installed")])
+    assert [f.gate for f in check_gates(none_ok)] == ["nothing-ok"]

@@ -146,3 +146,21 @@ def test_every_reporting_subcommand_takes_the_one_output_option():
         opts = {o: a for a in sub.choices[name]._actions for o in a.option_strings}
         assert opts["--format"].choices == ["text", "table", "json"], name
         assert opts["--json"].dest == "format" and opts["--json"].const == "json", name
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--model", "ultralightunet-t", "--data", "synthetic", "--img-size", "0"],
+    ["train", "--model", "ultralightunet-t", "--data", "synthetic", "--threads", "0"],
+    ["evaluate", "--model", "ultralightunet-t", "--data", "synthetic", "--img-size", "0"],
+    ["evaluate", "--model", "ultralightunet-t", "--data", "synthetic", "--threads", "0"],
+    ["bench", "--model", "ultralightunet-t", "--img-size", "0"],
+    ["bench", "--model", "ultralightunet-t", "--threads", "0"],
+    ["predict", "--model", "ultralightunet-t", "--input", "x", "--out", "y", "--threads", "0"],
+    ["demo", "--model", "ultralightunet-t", "--threads", "0"],
+])
+def test_zero_sizes_and_thread_counts_are_refused_not_read_as_default(argv, capsys):
+    from edgeseg.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and "must be >= 1, got 0" in capsys.readouterr().err

@@ -27,6 +27,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from edgeseg.common.args import positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -44,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--runtime", default=None, help="backend (default: from the artifact's manifest)")
     p.add_argument("--device", default="cpu", help="backend device (default: cpu)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads (default: the backend's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="inference threads (default: the backend's)")
     p.add_argument(
         "--threshold", type=float, default=None, help="mask probability threshold (default: manifest's)"
     )

@@ -18,6 +18,7 @@ import argparse
 import sys
 
 from edgeseg.cli._format import add_format_argument, print_json, table, wants_json
+from edgeseg.common.args import positive_int
 
 ACTIONS = ("run", "history", "compare", "show")
 GATE_EXIT = 3
@@ -41,11 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--runtimes", help="backends to use (default: each target's own; e.g. openvino also runs onnx)")
     g.add_argument("--data", help="dataset folder or synthetic / synthetic:N (default: synthetic)")
     g.add_argument("--split", help="benchmark split (default: val); 'all' for every pair")
-    g.add_argument("--img-size", type=int, help="square input size (default: the size the weights were trained at, else the model's)")
+    g.add_argument("--img-size", type=positive_int, help="square input size (default: the size the weights were trained at, else the model's)")
     g.add_argument("--limit", type=int, help="use only the first N cases")
     g.add_argument("--calibration", type=int, help="int8 calibration images from the train split (default: 32)")
     m = p.add_argument_group("how to measure")
-    m.add_argument("--threads", type=int, help="threads for every runtime (default: 2)")
+    m.add_argument("--threads", type=positive_int, help="threads for every runtime (default: 2)")
     m.add_argument("--warmup", type=int, help="untimed inferences after the first (default: 10)")
     m.add_argument("--iters", type=int, help="timed inferences per row (default: 50)")
     m.add_argument("--min-time", type=float, help="time each row for at least S seconds instead of --iters")

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator
 
 from edgeseg.cli._format import add_format_argument, wants_json
+from edgeseg.common.args import positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--calib-size", type=int, default=300, help="calibration images (default 300)")
     p.add_argument("--verify-size", type=int, default=16, help="held-back verification images (default 16)")
-    p.add_argument("--img-size", type=int, help="square input size (default: the model's)")
+    p.add_argument("--img-size", type=positive_int, help="square input size (default: the model's)")
     p.add_argument("--batch", default="1", help="fixed batch size or 'dynamic' (ONNX/OpenVINO; default 1)")
     p.add_argument("--layout", help="nchw or nhwc I/O (default: nhwc for tflite, nchw otherwise)")
     p.add_argument("--out", default="exports", help="output folder (default exports/)")
@@ -66,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--opset", type=int, default=17, help="opset (default 17)")
     o.add_argument("--no-simplify", action="store_true", help="keep the exported graph as it is")
     p.add_argument("--name", help="file-name stem of the artifacts (default: the model name)")
-    p.add_argument("--threads", type=int, help="runtime threads for verification")
+    p.add_argument("--threads", type=positive_int, help="runtime threads for verification")
 
 
 def _batch(value: str) -> int | None:

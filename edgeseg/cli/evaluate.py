@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from edgeseg.cli._format import add_format_argument, wants_json
+from edgeseg.common.args import positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,10 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="synthetic", help="dataset folder or synthetic[:N]")
     p.add_argument("--split", default=None,
                    help="split to evaluate (default: val when the data has one, else every pair; 'all' for every pair)")
-    p.add_argument("--img-size", type=int, default=None, help="input size (default: the checkpoint's)")
+    p.add_argument("--img-size", type=positive_int, default=None, help="input size (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--out", default=None, help="folder for per_case.csv and summary.json")
     p.add_argument("--shift", default=None, metavar="KIND=FACTOR",
                    help="evaluate on re-lit or re-framed images, a robustness check: brightness, contrast, "

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 
 from edgeseg.cli._format import add_format_argument, print_json, wants_json
+from edgeseg.common.args import positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="registered model name (see `edgeseg models`)")
-    p.add_argument("--img-size", type=int, default=None, help="spatial input size (default: the model's)")
+    p.add_argument("--img-size", type=positive_int, default=None, help="spatial input size (default: the model's)")
     add_format_argument(p)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.cli._format import add_format_argument, print_json, wants_json
+from edgeseg.common.args import positive_int
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 _FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v"}
@@ -34,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--runtime", default=None, help="backend (default: from the artifact's manifest)")
     p.add_argument("--device", default="cpu", help="device of the backend (see `edgeseg devices`)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads (default: the backend's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="inference threads (default: the backend's)")
     p.add_argument("--threshold", type=float, default=None, help="mask threshold (default: the manifest's)")
     p.add_argument("--no-hash-check", action="store_true",
                    help="run an artifact whose files differ from its manifest's sha256 (edited on purpose)")

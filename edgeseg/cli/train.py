@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 
+from edgeseg.common.args import positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="registry name (see `edgeseg models`)")
@@ -25,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val", default=None, help="validation folder or synthetic[:N] (default: the data's val "
                                                "split, else a fixed 10%% hold-out)")
     p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--img-size", type=int, default=None,
+    p.add_argument("--img-size", type=positive_int, default=None,
                    help="square training size; for 3D models the cubic patch side (default: the model's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
@@ -36,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--workers", type=int, default=1,
                    help="threads decoding data; >= 1 also prepares batches in the background (0: inline)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-classes", type=int, default=1, help="1 = binary; K > 1 needs integer label masks")
     p.add_argument("--no-multiscale", action="store_true", help="train at --img-size only")
