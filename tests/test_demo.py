@@ -208,7 +208,7 @@ def test_overlay_is_exactly_where_the_mask_is(clip, tmp_path):
     """Oracle runtime: the drawn mask matches the disc; the tint covers every mask pixel and nothing else."""
     seen = []
     summary = run_demo(
-        DemoConfig(source=str(clip), headless=True, log=str(tmp_path / "l.jsonl")),
+        DemoConfig(source=str(clip), headless=True, log=str(tmp_path / "l.jsonl"), stabilize=False),  # raw overlay
         segmenter=_oracle_segmenter(),
         on_frame=seen.append,
     )

@@ -25,7 +25,7 @@ ALLOWED = {
     "core": {"common"},
     "runtimes": {"common", "core"},
     "converters": {"common", "core", "runtimes"},
-    "benchmarks": {"common", "core", "runtimes", "converters"},
+    "benchmarks": {"common", "core", "runtimes", "converters", "apps"},
     "apps": {"common", "runtimes"},
     "cli": {"common", "core", "runtimes", "converters", "benchmarks", "apps"},
 }

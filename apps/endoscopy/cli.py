@@ -84,6 +84,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds without a frame before a camera counts as unplugged (default 2)",
     )
     p.add_argument("--summary-json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("--no-stabilize", dest="stabilize", action="store_false",
+                   help="show each frame's raw mask (default: steady masks: smoothing, minimum area, persistence, "
+                        "tracked regions; see docs/notes/issue-17.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         size=args.size,
         camera_timeout=args.camera_timeout,
+        stabilize=args.stabilize,
     )
     summary = run_demo(config)
     if args.summary_json:

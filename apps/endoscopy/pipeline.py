@@ -37,6 +37,7 @@ from edgeseg.apps.endoscopy.inference import Segmenter, open_segmenter
 from edgeseg.apps.endoscopy.outputs import CODECS, JsonlLog, Stats, Summary, VideoRecorder
 from edgeseg.apps.endoscopy.overlay import HudInfo, analyse_mask, render
 from edgeseg.apps.endoscopy.serve import MjpegServer
+from edgeseg.apps.endoscopy.stabilize import Stabilizer
 from edgeseg.runtimes.processing import write_image
 
 WINDOW = "edgeseg demo"
@@ -70,6 +71,8 @@ class DemoConfig:
         seed: synthetic sequence seed.
         size: synthetic frame size.
         camera_timeout: seconds without a frame after which a live camera counts as unplugged.
+        stabilize: show steady masks (:mod:`edgeseg.apps.endoscopy.stabilize`: smoothing, minimum area,
+            persistence, tracks with ids) instead of each frame's raw mask.
     """
 
     artifact: str | None = None
@@ -90,6 +93,7 @@ class DemoConfig:
     seed: int = 0
     size: int = 256
     camera_timeout: float = 2.0
+    stabilize: bool = True
 
     def validate(self) -> None:
         if self.max_frames is not None and self.max_frames < 1:
@@ -303,6 +307,7 @@ def _loop(
         threshold=state.threshold,
     )
     stats = Stats()
+    stabilizer = Stabilizer() if config.stabilize else None
     recent: deque[float] = deque(maxlen=30)
     status, message = "completed", ""
     frames = 0
@@ -335,14 +340,16 @@ def _loop(
                     render(frame.image, first.mask, None, hud, alpha=config.alpha)
                     warm_s = time.perf_counter() - tw
                 res = seg(frame.image, threshold=state.threshold)
+                steady = stabilizer(res.mask) if stabilizer is not None else None
+                shown = res.mask if steady is None else steady.mask
                 t1 = time.perf_counter()
-                mi = analyse_mask(res.mask)
+                mi = analyse_mask(shown)
                 regions, area_pct = mi.regions, mi.area_pct
                 recent.append(t1)
                 fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
                 hud.fps, hud.infer_ms, hud.threshold = fps, res.infer_ms, state.threshold
                 hud.polyps, hud.area_pct, hud.dropped = len(regions), area_pct, reader.dropped
-                annotated = render(frame.image, res.mask, mi, hud, alpha=config.alpha)
+                annotated = render(frame.image, shown, mi, hud, alpha=config.alpha)
                 t2 = time.perf_counter()
                 record = {
                     "frame": frames,
@@ -359,6 +366,9 @@ def _loop(
                     "threshold": state.threshold,
                     "dropped_total": reader.dropped,
                 }
+                if steady is not None:  # what the model saw vs what is shown
+                    record.update(raw_polyps=steady.raw_regions, tracks=[t.id for t in steady.tracks],
+                                  stabilize_ms=round(steady.ms, 3))
                 if recorder is not None:
                     recorder.write(annotated)
                 if log is not None:
@@ -376,7 +386,7 @@ def _loop(
                         },
                     )
                 if on_frame is not None:
-                    on_frame(FrameResult(frame.image, annotated, res.mask, record))
+                    on_frame(FrameResult(frame.image, annotated, shown, record))
                 last_annotated = annotated
                 if display is not None:
                     _keys(display.show(annotated), state, annotated, config)
