@@ -1,6 +1,6 @@
 """The import graph of the parts is the one README.md draws, and the install names one package.
 
-    apps -> runtimes;  benchmarks -> converters, runtimes -> edgeseg core;  everything -> edgeseg.common;
+    apps -> runtimes;  benchmarks -> apps, converters, runtimes -> edgeseg core;  everything -> edgeseg.common;
     only edgeseg.cli (the entrance hall) reaches every part.
 
 Every import in the tree is read (module level and inside functions), so a lazy import that breaks the
