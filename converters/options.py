@@ -19,13 +19,13 @@ Examples:
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from edgeseg.converters.base import INT8_ISAS, INT8_SCHEMES, LAYOUTS
 from edgeseg.converters.calibration import DEFAULT_CALIB_SIZE, DEFAULT_VERIFY_SIZE
+from edgeseg.runtimes.formats import unknown as _unknown
 
 EXPORTERS = ("torchscript", "dynamo")
 
@@ -173,10 +173,3 @@ def split_options(
         replace(quant or QuantOptions(), **groups["quant"]),
         replace(verify or VerifyOptions(), **groups["verify"]),
     )
-
-
-def _unknown(kind: str, value: Any, valid: Any) -> ValueError:
-    valid = list(valid)
-    close = difflib.get_close_matches(str(value), valid, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(f"unknown {kind} {value!r}.{hint} Valid: {', '.join(valid)}")

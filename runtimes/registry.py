@@ -7,13 +7,12 @@ is available never fails. Torch-free.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from pathlib import Path
 from typing import Any
 
 from edgeseg.runtimes.base import Runtime
-from edgeseg.runtimes.formats import FORMATS, RUNTIMES, format_of_suffix, runtimes_for
+from edgeseg.runtimes.formats import FORMATS, RUNTIMES, format_of_suffix, runtimes_for, unknown
 from edgeseg.runtimes.manifest import Manifest, find_manifest
 from edgeseg.runtimes.manifest import check_files as check_manifest_files
 
@@ -53,9 +52,7 @@ def get_runtime(name: str) -> type[Runtime]:
         ValueError: unknown name (with the valid ones).
     """
     if name not in RUNTIMES:
-        close = difflib.get_close_matches(name, list(RUNTIMES), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown runtime {name!r}.{hint} Valid: {', '.join(RUNTIMES)}")
+        raise unknown("runtime", name, list(RUNTIMES))
     module, cls = RUNTIMES[name].split(":")
     return getattr(importlib.import_module(module), cls)
 

@@ -17,6 +17,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -98,7 +99,8 @@ _CPUID_BITS = {
 }
 
 
-def cpuid_flags() -> set[str] | None:
+@functools.lru_cache(maxsize=1)
+def cpuid_flags() -> frozenset[str] | None:
     """The int8-relevant x86 flags as CPUID reports them to this process, or None where it cannot be asked.
 
     ``/proc/cpuinfo`` describes the host; CPUID describes what this process is given, which differs under an
@@ -132,7 +134,7 @@ def cpuid_flags() -> set[str] | None:
             if regs[(leaf, sub)][reg] >> bit & 1:
                 flags.add(name)
         del fn, addr
-        return flags
+        return frozenset(flags)
     finally:
         try:
             buf.close()
