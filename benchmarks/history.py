@@ -82,11 +82,11 @@ class History:
 
     @contextmanager
     def _connect(self, create: bool = True) -> Iterator[sqlite3.Connection]:
+        if self.path.is_dir():
+            raise ValueError(f"--db {self.path} is a folder; give a file path such as {self.path / 'bench.sqlite'}")
         if not create and not self.path.is_file():
             raise FileNotFoundError(f"no benchmark history at {self.path}; run `edgeseg bench --model ...` "
                                     "first or pass --db PATH")
-        if self.path.exists() and self.path.is_dir():
-            raise ValueError(f"--db {self.path} is a folder; give a file path such as {self.path / 'bench.sqlite'}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             con = sqlite3.connect(self.path, timeout=30)
@@ -107,6 +107,20 @@ class History:
             raise ValueError(f"{self.path} is not a usable benchmark database ({exc}); pass another --db") from None
         finally:
             con.close()
+
+    def check(self) -> None:
+        """Open (creating it if needed) and write-test the database, so that a run that cannot be stored is
+        refused before it starts, not thrown away after it finished.
+
+        Raises:
+            ValueError: the path is a folder, read-only, not a database, or the disk is full.
+        """
+        try:
+            with self._connect() as con:
+                con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_check', datetime('now'))")
+        except sqlite3.Error as exc:
+            raise ValueError(f"cannot write the benchmark database {self.path}: {exc}; pass another --db "
+                             "or --no-db") from None
 
     def save(self, run: RunResult) -> str:
         """Store a run (all rows in one transaction); returns its id."""
@@ -164,7 +178,14 @@ class History:
                          environment=json.loads(env), rows=rows)
 
     def runs(self, model: str | None = None, limit: int | None = 20) -> list[dict[str, Any]]:
-        """Newest first: id, time, model, suite, row counts per status, best p50 and its row."""
+        """Newest first: id, time, model, suite, row counts per status, best p50 and its row ([] when the file
+        does not exist yet).
+
+        Raises:
+            ValueError: the path is a folder or not a benchmark database.
+        """
+        if self.path.is_dir():
+            raise ValueError(f"--db {self.path} is a folder; give a file path such as {self.path / 'bench.sqlite'}")
         if not self.path.is_file():
             return []
         q = "SELECT run_id, created, model, suite, key, environment_json FROM runs"

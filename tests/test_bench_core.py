@@ -372,3 +372,19 @@ def test_failed_rows_fail_a_gated_run_and_a_run_with_nothing_ok_fails():
                               Row("onnx", "fp32", "onnxruntime", "cpu").fail(LOAD_FAILED, "bad file"),
                               Row("tflite", "fp32", "litert", "cpu").fail(UNAVAILABLE, "not installed")])
     assert [f.gate for f in check_gates(none_ok)] == ["nothing-ok"]
+
+
+def test_a_database_that_cannot_take_the_run_is_refused_before_the_run(tmp_path, capsys):
+    """A finished run used to be thrown away when --db could not be opened; and history said "no runs"."""
+    from edgeseg.cli import main
+
+    out = tmp_path / "out"
+    code = main(["bench", "--model", "ultralightunet-t", "--targets", "onnx", "--precisions", "fp32",
+                 "--data", "synthetic:2", "--db", str(tmp_path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "is a folder" in err and not out.exists()  # nothing ran
+    assert main(["bench", "history", "--db", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    db = History(tmp_path / "ok.sqlite")
+    db.check()
+    assert db.path.is_file() and db.runs() == []

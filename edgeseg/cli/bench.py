@@ -178,14 +178,20 @@ def _run(args) -> int:
     cfg, suite_gates = _config(args)
     gates = {k: getattr(args, k) if getattr(args, k) is not None else suite_gates.get(k)
              for k in ("fail_on_regression", "min_agreement", "max_dice_drop")}
-    run = run_benchmark(cfg)
-    baseline = None
     db = None if args.no_db else _history(args)
+    if db is not None:
+        db.check()  # a database the run could not be stored in is refused before the run, not after
+    run = run_benchmark(cfg)
+    paths = write_reports(run, cfg.out, html=not args.no_html)  # the reports first: they survive a DB fault
+    baseline = None
     if gates["fail_on_regression"] is not None and db is not None:
         baseline = db.load(args.baseline) if args.baseline else db.previous(run)
     if db is not None:
-        db.save(run)
-    paths = write_reports(run, cfg.out, html=not args.no_html)
+        try:
+            db.save(run)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (the run's reports were written: {', '.join(map(str, paths.values()))})") \
+                from None
     failures = check_gates(run, baseline, **gates)
     if wants_json(args):
         d = run.to_dict()
