@@ -50,11 +50,12 @@ def cpu_info() -> dict[str, Any]:
     """``edgeseg.runtimes.sysinfo.cpu_info()`` (model, vendor, cores, ISA flags) plus the clock (``mhz``) and the
     ISA summary line."""
     from edgeseg.runtimes.sysinfo import cpu_info as _cpu
-    from edgeseg.runtimes.sysinfo import isa_summary
+    from edgeseg.runtimes.sysinfo import int8_path, isa_summary
 
     info = dict(_cpu())
     info["mhz"] = _clock_mhz()
     info["isa_summary"] = isa_summary(info.get("isa", []))
+    info["int8_path"] = int8_path(info.get("isa", []))
     return info
 
 

@@ -41,8 +41,51 @@ def performance_summary(run: RunResult) -> dict[str, Any]:
             ratios.append({"runtime": rt, "device": dev, "target": target, "precision": prec,
                            "p50_ms": r.p50, "fp32_p50_ms": fp32.p50, "speedup_vs_fp32": fp32.p50 / r.p50})
     out["vs_fp32_same_runtime"] = ratios
+    out["recommendations"] = recommendations(run)
     out["x_compute_floor"] = {r.spec.label: r.p50 / floor for r in run.rows if r.p50 and floor}
     return out
+
+
+def recommendations(run: RunResult) -> list[dict[str, Any]]:
+    """Per runtime and device: the fastest artifact that passed its fidelity check, and plainly whether int8
+    pays here (its p50 against fp32's on the same runtime, with the CPU's int8 path named)."""
+    int8_path = (run.environment.get("cpu") or {}).get("int8_path")
+    out = []
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in run.rows:
+        if not r.reference and r.p50:
+            groups.setdefault((r.runtime, r.device), []).append(r)
+    for (rt, dev), rows in groups.items():
+        ok = [r for r in rows if r.status == OK]
+        by_prec = {r.precision: r for r in rows}
+        fp32, int8 = by_prec.get("fp32"), by_prec.get("int8")
+        rec: dict[str, Any] = {"runtime": rt, "device": dev, "pick": None, "int8_vs_fp32": None, "note": ""}
+        if ok:
+            best = min(ok, key=lambda r: r.p50)
+            rec["pick"] = {"target": best.target, "precision": best.precision, "p50_ms": best.p50,
+                           "dice_drop": best.dice_drop}
+        if fp32 is not None and int8 is not None and fp32.p50 and int8.p50:
+            ratio = int8.p50 / fp32.p50
+            rec["int8_vs_fp32"] = ratio
+            where = f" on this CPU (int8 path {int8_path})" if int8_path else " on this CPU"
+            if int8.status != OK:
+                rec["note"] = f"int8 failed its check ({int8.status}): not usable"
+            elif ratio >= 1.0:
+                rec["note"] = f"int8 does not pay{where}: {ratio:.2f}x the fp32 time"
+            else:
+                drop = "" if int8.dice_drop is None else f", Dice drop {int8.dice_drop:+.4f}"
+                rec["note"] = f"int8 is {1 / ratio:.2f}x faster than fp32{where}{drop}"
+        out.append(rec)
+    return out
+
+
+def recommendation_lines(recs: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for r in recs:
+        pick = r["pick"]
+        use = "nothing passed" if pick is None else f"use {pick['target']}/{pick['precision']} ({pick['p50_ms']:.2f} ms)"
+        lines.append(f"{r['runtime']} ({r['device']}): {use}" + (f"; {r['note']}" if r["note"] else ""))
+    return lines
 
 
 def row_flat(row: Row) -> dict[str, Any]:
@@ -126,6 +169,9 @@ def to_markdown(run: RunResult) -> str:
     for r in summ["vs_fp32_same_runtime"]:
         lines.append(f"- {r['target']}/{r['precision']} on {r['runtime']} ({r['device']}): {r['p50_ms']:.2f} ms vs "
                      f"fp32 {r['fp32_p50_ms']:.2f} ms = {r['speedup_vs_fp32']:.2f}x")
+    if summ["recommendations"]:
+        lines += ["", "Recommendation per runtime (the fastest row that passed its check):"]
+        lines += [f"- {line}" for line in recommendation_lines(summ["recommendations"])]
     lines += ["", "`vs torch` is the torch eager FP32 p50 divided by the row's p50; agreement is the mean "
                   "per-case Dice between the row's masks and the FP32 torch reference's; Dice is against "
                   "the labels.", ""]

@@ -388,3 +388,17 @@ def test_a_database_that_cannot_take_the_run_is_refused_before_the_run(tmp_path,
     db = History(tmp_path / "ok.sqlite")
     db.check()
     assert db.path.is_file() and db.runs() == []
+
+
+def test_recommendation_says_plainly_when_int8_does_not_pay():
+    from edgeseg.benchmarks.report import recommendation_lines, recommendations
+
+    slow_int8 = recommendations(_run("e"))  # onnx int8 30 ms vs fp32 20 ms
+    [onnx] = [r for r in slow_int8 if r["runtime"] == "onnxruntime"]
+    assert onnx["pick"]["precision"] == "fp32" and onnx["int8_vs_fp32"] == pytest.approx(1.5, rel=0.05)
+    assert "int8 does not pay on this CPU: 1.50x the fp32 time" in recommendation_lines([onnx])[0]
+    fast = _run("f", rows=[_row("torch", "fp32", "torch", p50=40.0, reference=True),
+                           _row("openvino", "fp32", "openvino", p50=20.0),
+                           _row("openvino", "int8", "openvino", p50=10.0, dice=0.795, agreement=0.99)])
+    [ov] = recommendations(fast)
+    assert ov["pick"]["precision"] == "int8" and "int8 is 2.00x faster than fp32" in ov["note"]

@@ -199,6 +199,10 @@ def _run(args) -> int:
         print_json(d)
     else:
         _print_rows(run)
+        from edgeseg.benchmarks.report import recommendation_lines, recommendations
+
+        for line in recommendation_lines(recommendations(run)):
+            print(f"recommended: {line}")
         print(f"\nrun {run.run_id}: reports in {', '.join(str(p) for p in paths.values())}"
               + ("" if db is None else f"; stored in {db.path}"))
     if gates["fail_on_regression"] is not None and baseline is None:
