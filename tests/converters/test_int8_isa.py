@@ -14,7 +14,7 @@ import pytest
 from edgeseg.runtimes import base, sysinfo
 from edgeseg.runtimes.manifest import Manifest, Preprocessing, TensorSpec
 
-from tests.test_convert import SIZE, _convert, _fresh_images, checkpoint, reference  # noqa: F401
+from tests.converters.test_matrix import SIZE, _convert, _fresh_images, checkpoint, reference  # noqa: F401
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pytest
 from edgeseg.runtimes.manifest import TensorSpec, manifest_path
 
 from edgeseg import runtimes
-from tests.test_runtimes import FP32_TOL, SIZE, reference_model, torch_logits, write_manifest
+from tests.runtimes.test_backends import FP32_TOL, SIZE, reference_model, torch_logits, write_manifest
 
 TINY = 16  # spatial size of the tiny net's artifact
 

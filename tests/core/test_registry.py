@@ -78,7 +78,7 @@ def test_flops_match_paper(name):
     if cfg.spatial_dims == 3 and max(cfg.paper.input_size) > 64 and cfg.paper.flops_g > 5:
         pytest.skip("large 3D FLOP counts are checked in the slow suite")
     if cfg.paper.flops_g > 20:
-        pytest.skip("counts above 20 GFLOPs are checked in the slow suite (tests/test_zoo.py)")
+        pytest.skip("counts above 20 GFLOPs are checked in the slow suite (tests/core/test_zoo.py)")
     prof = edgeseg.profile(name, cfg.paper.input_size)
     assert math.isclose(prof.gflops, cfg.paper.flops_g, rel_tol=0.03), (prof.gflops, cfg.paper.flops_g)
 
