@@ -309,9 +309,10 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
     if mcfg.spatial_dims != 2:
         raise ValueError(f"{cfg.model} is a {mcfg.spatial_dims}D model; edgeseg bench measures 2D models")
     out = Path(cfg.out)
-    from edgeseg.common.io import check_writable_dir
+    from edgeseg.common.io import check_writable_dir, clean_stale
 
     check_writable_dir(out)
+    clean_stale(out)  # report temporaries a killed run left (.bench.json.XXXX.json)
     run_id = new_run_id()
     work = out / "work" / run_id
     work.mkdir(parents=True)

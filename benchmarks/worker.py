@@ -114,12 +114,29 @@ def _write(path: str, obj: dict[str, Any]) -> None:
     atomic_write_json(path, obj)
 
 
+def die_with_parent(poll_s: float = 0.5) -> None:
+    """Exit when the process that started this worker is gone (a SIGKILLed ``edgeseg bench`` must not leave
+    its worker converting or measuring on its own)."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(137)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 3 or argv[0] not in ("convert", "measure"):
         print("usage: python -m benchmarks.worker {convert|measure} JOB.json RESULT.json", file=sys.stderr)
         return 2
     stage, job_path, result_path = argv
+    die_with_parent()
     job = json.loads(Path(job_path).read_text())
     if job.get("threads"):
         # torch and BLAS read these at import; the runtimes take the explicit thread count as well

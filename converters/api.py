@@ -171,7 +171,7 @@ def convert_model(
     quant = quant or QuantOptions()
     verify = verify or VerifyOptions()
     say = log or (lambda _msg: None)
-    from edgeseg.common.io import check_writable_dir
+    from edgeseg.common.io import check_writable_dir, clean_stale
     from edgeseg.models import get_model_cfg
 
     # every check that needs no model weights and no data comes first
@@ -254,6 +254,7 @@ def convert_model(
                 max_dice_drop=quant.max_dice_drop if p == "int8" else None,
             )
     out = check_writable_dir(out_dir)
+    clean_stale(out)  # staging folders and temporaries an interrupted conversion left behind
     _check_backends(targets, verify.enabled)
 
     classes = int(getattr(net, "num_classes", mcfg.num_classes))

@@ -87,3 +87,32 @@ def check_writable_dir(path: str | Path) -> Path:
     except OSError as exc:
         raise PermissionError(f"cannot write to {path} ({exc.strerror}); choose a writable --out") from None
     return path
+
+
+STALE_AFTER_S = 6 * 3600  # no edgeseg write takes this long; a younger temporary may belong to a live run
+
+
+def clean_stale(folder: str | Path, patterns: tuple[str, ...] = (".*.staging-*", ".*.tmp", ".*.*.*"),
+                older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove the hidden temporaries an interrupted run left in ``folder`` (``atomic_path``'s ``.NAME.XXXX.SUF``
+    files, conversion staging folders) once they are older than ``older_than_s``; returns what was removed.
+
+    Only dot-files matching ``patterns`` are touched, never a finished file.
+    """
+    import shutil
+    import time
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    cutoff = time.time() - older_than_s
+    removed = []
+    for pattern in patterns:
+        for p in folder.glob(pattern):
+            try:
+                if p.name.startswith(".") and p.lstat().st_mtime < cutoff:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+                    removed.append(p)
+            except OSError:
+                continue  # another process cleaned it, or it is not ours to remove
+    return removed

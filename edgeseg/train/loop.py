@@ -339,6 +339,9 @@ def _prepare(cfg: TrainConfig, mcfg, model_kwargs: dict[str, Any], n_train_items
     out = Path(cfg.out)
     if main_proc:
         out.mkdir(parents=True, exist_ok=True)
+        from edgeseg.common.io import clean_stale
+
+        clean_stale(out)  # checkpoint temporaries a killed run left (.last.pt.XXXX.pt)
     resume_ckpt = load_resume_state(out / "last.pt", cfg.model) if cfg.resume else None
     model = create_model(cfg.model, **model_kwargs)
     if cfg.init:

@@ -17,8 +17,8 @@ from edgeseg.runtimes.processing import preprocess, read_image, sigmoid  # noqa:
 
 from edgeseg.cli import main  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
-from tests.test_packaging import _BLOCK_TORCH  # noqa: E402
 from tests.runtimes.test_backends import MODEL, SIZE, export_onnx, reference_model, torch_logits  # noqa: E402
+from tests.test_packaging import _BLOCK_TORCH  # noqa: E402
 
 SIZES = [(96, 128), (64, 64), (50, 80)]
 

@@ -139,3 +139,53 @@ def test_a_truncated_jpeg_is_refused_by_predict_as_by_training(tmp_path, capsys)
                  "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err
     assert code == 2 and "truncated" in err and "Traceback" not in err
+
+
+def test_stale_temporaries_are_cleaned_and_live_ones_kept(tmp_path):
+    import os
+    import time
+
+    from edgeseg.common.io import STALE_AFTER_S, clean_stale
+
+    old = time.time() - STALE_AFTER_S - 60
+    stale = [tmp_path / ".last.pt.k3j2.pt", tmp_path / ".bench.json.x9.json"]
+    (tmp_path / ".m_fp32.onnx.staging-ab12").mkdir()
+    stale.append(tmp_path / ".m_fp32.onnx.staging-ab12")
+    for p in stale[:2]:
+        p.write_bytes(b"half")
+    for p in stale:
+        os.utime(p, (old, old))
+    live = tmp_path / ".best.pt.zz.pt"  # a run writing right now
+    live.write_bytes(b"...")
+    finished = tmp_path / "best.pt"
+    finished.write_bytes(b"done")
+    os.utime(finished, (old, old))
+    removed = clean_stale(tmp_path)
+    assert sorted(removed) == sorted(stale) and live.exists() and finished.exists()
+
+
+def test_a_bench_worker_dies_with_its_parent():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import subprocess, sys, time\n"
+            "p = subprocess.Popen([sys.executable, '-c', 'from edgeseg.benchmarks.worker import die_with_parent; "
+            "die_with_parent(0.1); import time; time.sleep(60)'])\n"
+            "print(p.pid, flush=True)\ntime.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(1.0)  # the child is up and watching
+    os.kill(parent.pid, signal.SIGKILL)  # as a user's kill -9 of `edgeseg bench`
+    parent.wait()
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the worker outlived its parent")
