@@ -22,7 +22,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +39,12 @@ class Choice:
         target: its format.
         timings_ms: the median latency of every candidate timed, by format.
         reused: whether it came from the cache.
-        folder: the cache folder.
     """
 
     artifact: Path
     target: str
     timings_ms: dict[str, float] = field(default_factory=dict)
     reused: bool = False
-    folder: Path | None = None
 
     def line(self) -> str:
         others = ", ".join(f"{t} {ms:.1f} ms" for t, ms in sorted(self.timings_ms.items(), key=lambda kv: kv[1]))
@@ -96,23 +94,28 @@ def fastest_artifact(
             manifest = find_manifest(path)
             if manifest is not None and manifest.parity.get("passed"):
                 check_files(path, manifest)
-                return Choice(artifact=path, target=saved["target"], timings_ms=saved["timings_ms"],
-                              reused=True, folder=folder)
+                return Choice(artifact=path, target=saved["target"], timings_ms=saved["timings_ms"], reused=True)
         except (ValueError, KeyError, OSError):
             pass  # a damaged cache entry is converted again
-    timings: dict[str, float] = {}
-    paths: dict[str, Path] = {}
+    installed = []
     for target in CANDIDATES:
         try:
             get_converter(target).check_available()
+            installed.append(target)
         except ImportError:
             continue
-        say(f"converting {resolved.model} -> {target} fp32 for this machine (once) ...")
+    results = []
+    if installed:
+        say(f"converting {resolved.model} -> {', '.join(installed)} fp32 for this machine (once) ...")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            [res] = convert_model(resolved.model, target, "fp32", weights=weights,
-                                  export=ExportOptions(name=resolved.model), verify=VerifyOptions(images=8),
-                                  out_dir=folder)
+            results = convert_model(resolved.model, installed, "fp32", weights=weights,
+                                    export=ExportOptions(name=resolved.model), verify=VerifyOptions(images=8),
+                                    out_dir=folder)
+    timings: dict[str, float] = {}
+    paths: dict[str, Path] = {}
+    for res in results:
+        target = res.artifact.target
         if not res.passed:
             say(f"  {target}: failed verification, not a candidate ({res.parity.summary()})")
             continue
@@ -122,10 +125,9 @@ def fastest_artifact(
         raise ValueError(f"no runtime to run {resolved.model} fast here: install one "
                          "(pip install 'edgeseg[openvino]' or 'edgeseg[onnx]'), or run torch with --runtime torch")
     best = min(timings, key=timings.__getitem__)
-    choice = Choice(artifact=paths[best], target=best, timings_ms=timings, folder=folder)
-    atomic_write_json(record, {**{k: v for k, v in asdict(choice).items() if k in ("target", "timings_ms")},
-                               "artifact": paths[best].name, "threads": threads, "iters": iters, "cpu": cpu})
-    return choice
+    atomic_write_json(record, {"target": best, "timings_ms": timings, "artifact": paths[best].name,
+                               "threads": threads, "iters": iters, "cpu": cpu})
+    return Choice(artifact=paths[best], target=best, timings_ms=timings)
 
 
 def _median_ms(path: Path, threads: int | None, iters: int) -> float:

@@ -173,7 +173,7 @@ def resolve_weights(model: str, weights: str | None, work: Path) -> tuple[Path, 
     from edgeseg.weights import CHECKPOINT_FORMAT, resolve
 
     if weights and not Path(weights).is_file():
-        raise FileNotFoundError(f"--weights {weights} not found")
+        raise FileNotFoundError(f"--weights {weights} not found")  # names the flag; the resolver cannot
     r = resolve(model, weights, seed=0)
     if r.path is not None:
         return r.path, str(r.sha256), str(r.path) if r.source == "given" else f"shipped ({r.path.name})"

@@ -26,11 +26,10 @@ import numpy as np
 
 def measure(artifacts: list[Path], data: str, n: int) -> list[dict]:
     from edgeseg.converters.calibration import load_images
-    from edgeseg.converters.verify import masks_of
+    from edgeseg.converters.verify import compare
     from edgeseg.runtimes.sysinfo import int8_path
 
     from edgeseg import runtimes
-    from edgeseg.metrics import dice
 
     first = runtimes.find_manifest(artifacts[0])
     held = load_images(data, n, first.preprocessing, "verification")
@@ -45,14 +44,12 @@ def measure(artifacts: list[Path], data: str, n: int) -> list[dict]:
             with runtimes.load(path, threads=2) as rt:
                 got = np.concatenate([rt.infer(held.images[i:i + 1]) for i in range(len(held))])
         m = rt.manifest
-        a, b = masks_of(want, m.postprocessing), masks_of(got, m.postprocessing)
+        fig = compare(want, got, m.postprocessing, m.precision, held.labels).figures  # the converters' parity
         row = {"artifact": path.name, "target": m.target, "int8_path": int8_path(),
                "int8_isa": m.quantization.get("int8_isa", "-"), "n": len(held),
-               "agreement": float(np.mean([dice(b[i], a[i]) for i in range(len(a))])),
-               "max_abs_diff": float(np.abs(got - want).max())}
-        if held.labels is not None:
-            row["dice"] = float(np.mean([dice(b[i], held.labels[i]) for i in range(len(b))]))
-            row["dice_reference"] = float(np.mean([dice(a[i], held.labels[i]) for i in range(len(a))]))
+               "agreement": fig["mask_agreement"], "max_abs_diff": fig["max_abs_diff"]}
+        if "dice_candidate" in fig:
+            row["dice"], row["dice_reference"] = fig["dice_candidate"], fig["dice_reference"]
         rows.append(row)
     return rows
 

@@ -212,6 +212,24 @@ class ConvertConfig:
             "int8-dynamic" if self.precision == "int8" and self.int8_scheme == "dynamic" else self.precision
         )
 
+    def calibration_batches(self) -> list[Any]:
+        """The calibration images as float32 batches of the artifact's batch size, in its layout (a dynamic
+        batch calibrates with batch 1; a remainder smaller than a batch is left out).
+
+        Raises:
+            ValueError: no calibration data, or fewer images than one batch.
+        """
+        import numpy as np
+
+        if self.calibration is None:  # __post_init__ guarantees it for static int8
+            raise ValueError("static int8 needs calibration data")
+        batch = 1 if self.batch is None else int(self.batch)
+        images = np.moveaxis(self.calibration.images, 1, -1) if self.channels_last else self.calibration.images
+        n = len(images) - len(images) % batch
+        if n == 0:
+            raise ValueError(f"need at least {batch} calibration images for batch {batch}")
+        return [np.ascontiguousarray(images[i : i + batch], np.float32) for i in range(0, n, batch)]
+
     def nchw_shape(self, batch: int | None = None) -> list[int]:
         """Channels-first input shape (-1 for a dynamic batch)."""
         b = batch if batch is not None else (-1 if self.batch is None else int(self.batch))

@@ -16,20 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from edgeseg.converters.base import Artifact, ConvertConfig, Converter
 from edgeseg.runtimes.manifest import TensorSpec
-
-
-def _calib_batches(cfg: ConvertConfig) -> list[np.ndarray]:
-    calib = cfg.calibration
-    if calib is None:  # ConvertConfig guarantees it for static int8
-        raise ValueError("static int8 needs calibration data")
-    batch = int(cfg.batch or 1)
-    n = len(calib.images) - len(calib.images) % batch
-    if n == 0:
-        raise ValueError(f"need at least {batch} calibration images for batch {batch}")
-    return [np.ascontiguousarray(calib.images[i : i + batch], np.float32) for i in range(0, n, batch)]
 
 
 class ExecuTorchConverter(Converter):
@@ -77,7 +65,7 @@ class ExecuTorchConverter(Converter):
 
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
         prepared = prepare_pt2e(program.module(), quantizer)
-        for b in _calib_batches(cfg):
+        for b in cfg.calibration_batches():
             prepared(torch.from_numpy(b))
         converted = convert_pt2e(prepared)
         info = {

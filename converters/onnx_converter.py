@@ -112,15 +112,10 @@ def _io_spec(value_info: Any, layout: str) -> TensorSpec:
 
 
 class _Reader:
-    """onnxruntime CalibrationDataReader over a CalibrationSet (batches in the artifact's layout)."""
+    """onnxruntime CalibrationDataReader over calibration batches (``ConvertConfig.calibration_batches``)."""
 
-    def __init__(self, images: np.ndarray, input_name: str, batch: int, channels_last: bool):
-        n = len(images) - len(images) % batch if batch > 1 else len(images)
-        if n == 0:
-            raise ValueError(f"need at least {batch} calibration images for batch {batch}")
-        if channels_last:
-            images = np.moveaxis(images, 1, -1)
-        self._batches = [np.ascontiguousarray(images[i : i + batch], np.float32) for i in range(0, n, batch)]
+    def __init__(self, batches: list[np.ndarray], input_name: str):
+        self._batches = batches
         self._name = input_name
         self._i = 0
 
@@ -216,8 +211,7 @@ class OnnxConverter(Converter):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         assert cfg.calibration is not None  # ConvertConfig guarantees it for static int8
-        batch = 1 if cfg.batch is None else int(cfg.batch)
-        reader = _Reader(cfg.calibration.images, input_name, batch, cfg.channels_last)
+        reader = _Reader(cfg.calibration_batches(), input_name)
         method = getattr(CalibrationMethod, _CALIB_METHODS[cfg.calib_method])
         # uint8 activations: with int8 activations the QDQ model of the trained ultralightunet-s collapsed
         # (mask agreement 0.22 vs 0.98 with uint8; notes/issue-6.md). Weights: int8 (U8S8) for CPUs with

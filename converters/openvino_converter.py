@@ -105,11 +105,7 @@ class OpenVINOConverter(Converter):
         if calib is None:  # ConvertConfig guarantees calibration for static int8
             raise ValueError("int8 needs calibration data")
         batch = 1 if cfg.batch is None else int(cfg.batch)
-        images = np.moveaxis(calib.images, 1, -1) if cfg.channels_last else calib.images
-        n = len(images) - len(images) % batch
-        if n == 0:
-            raise ValueError(f"need at least {batch} calibration images for batch {batch}")
-        batches = [np.ascontiguousarray(images[i : i + batch], np.float32) for i in range(0, n, batch)]
+        batches = cfg.calibration_batches()
         dataset = nncf.Dataset(batches)
         # "portable": NNCF's overflow fix on every layer (7-bit weight range), so that the u8 x s8 products of
         # CPUs without VNNI cannot saturate their int16 sums; NNCF's default fixes only the first layer. On an

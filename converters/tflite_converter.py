@@ -74,18 +74,6 @@ def _op_types(path: Path) -> list[str]:
     return sorted({op["op_name"] for op in it._get_ops_details()})
 
 
-def _calib_batches(cfg: ConvertConfig) -> list[np.ndarray]:
-    calib = cfg.calibration
-    if calib is None:
-        raise ValueError("static int8 needs calibration data")
-    batch = int(cfg.batch or 1)
-    images = np.moveaxis(calib.images, 1, -1) if cfg.channels_last else calib.images
-    n = len(images) - len(images) % batch
-    if n == 0:
-        raise ValueError(f"need at least {batch} calibration images for batch {batch}")
-    return [np.ascontiguousarray(images[i : i + batch], np.float32) for i in range(0, n, batch)]
-
-
 class TFLiteConverter(Converter):
     """torch -> .tflite through litert-torch; fp16 / int8 through ai-edge-quantizer or PT2E."""
 
@@ -164,7 +152,7 @@ class TFLiteConverter(Converter):
             if dynamic:
                 prepared(x)
             else:
-                for b in _calib_batches(cfg):
+                for b in cfg.calibration_batches():
                     prepared(torch.from_numpy(b))
             converted = convert_pt2e(prepared, fold_quantize=False)
         with _quiet():
@@ -221,7 +209,7 @@ class TFLiteConverter(Converter):
             _, _, sigs = _details(src)
             key = next(iter(sigs))
             name = sigs[key]["inputs"][0]
-            data = {key: [{name: b} for b in _calib_batches(cfg)]}
+            data = {key: [{name: b} for b in cfg.calibration_batches()]}
             with _quiet():
                 calibration_result = q.calibrate(data, num_threads=1)
             info = {

@@ -68,7 +68,7 @@ class Int8CpuWarning(UserWarning):
 _WARNED: set[str] = set()
 
 
-def int8_cpu_warning(manifest: Manifest | None, path: str | None = None) -> str | None:
+def int8_cpu_warning(manifest: Manifest | None) -> str | None:
     """Why this CPU may not reproduce an int8 artifact's verified figures, or None when it should.
 
     The manifest records the int8 kernels the artifact was quantized for (``quantization.int8_isa``) and the
@@ -81,7 +81,7 @@ def int8_cpu_warning(manifest: Manifest | None, path: str | None = None) -> str 
 
     here = int8_path()
     verified = (manifest.parity.get("cpu") or {}).get("int8_path")
-    name = path or manifest.artifact
+    name = manifest.artifact
     if manifest.quantization.get("int8_isa") == "vnni" and int8_saturates(here):
         return (
             f"{name}: int8 quantized for CPUs with VNNI (full 8-bit range), but this CPU's int8 path is "
@@ -288,8 +288,9 @@ class Runtime(ABC):
                 f"infer takes float32 input, got {x.dtype}; pre-process with edgeseg.runtimes.processing.preprocess "
                 "(or x.astype(np.float32))"
             )
-        if not self.allow_nonfinite and not np.isfinite(x).all():
-            bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        finite = None if self.allow_nonfinite else np.isfinite(x)
+        if finite is not None and not finite.all():
+            bad = int(x.size - np.count_nonzero(finite))
             raise ValueError(
                 f"infer input holds {bad} NaN/inf value(s): a frame or its pre-processing is broken (one NaN "
                 "pixel can empty the whole mask); fix the input, or load with allow_nonfinite=True"

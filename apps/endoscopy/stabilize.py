@@ -64,9 +64,6 @@ class Track:
     missed: int = 0  # frames since last seen
     confirmed: bool = False  # seen in show_after consecutive frames: shown until lost for keep_for frames
 
-    def to_dict(self) -> dict:
-        return {"id": self.id, "bbox": list(self.bbox), "area": self.area, "hits": self.hits, "missed": self.missed}
-
 
 @dataclass
 class Steady:
@@ -105,22 +102,25 @@ class Stabilizer:
         out = np.zeros(mask.shape, np.uint8)
         for t in shown:
             out |= t.mask
-        return Steady(out, shown, raw_regions=self._count(mask > 0), ms=(time.perf_counter() - t0) * 1e3)
+        raw = len(self._components(mask > 0)[1])
+        return Steady(out, shown, raw_regions=raw, ms=(time.perf_counter() - t0) * 1e3)
 
     # ---- regions and tracks ----
-    def _count(self, binary: np.ndarray) -> int:
-        return len(self._regions(binary))
-
-    def _regions(self, binary: np.ndarray) -> list[tuple[np.ndarray, tuple[int, int, int, int], int]]:
+    def _components(self, binary: np.ndarray) -> tuple[np.ndarray, list[tuple[int, tuple[int, int, int, int], int]]]:
+        """(label image, [(label, bbox, area)] of the regions of at least ``min_area``)."""
         cv2 = _cv.cv2()
         n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
-        floor = self.config.min_area * binary.size
-        out = []
+        floor = max(1.0, self.config.min_area * binary.size)
+        kept = []
         for i in range(1, n):
             x, y, w, h, area = (int(v) for v in stats[i])
-            if area >= max(1.0, floor):
-                out.append(((labels == i).astype(np.uint8), (x, y, w, h), area))
-        return out
+            if area >= floor:
+                kept.append((i, (x, y, w, h), area))
+        return labels, kept
+
+    def _regions(self, binary: np.ndarray) -> list[tuple[np.ndarray, tuple[int, int, int, int], int]]:
+        labels, kept = self._components(binary)
+        return [((labels == i).astype(np.uint8), bbox, area) for i, bbox, area in kept]
 
     def _update_tracks(self, regions: list[tuple[np.ndarray, tuple[int, int, int, int], int]]) -> None:
         c = self.config

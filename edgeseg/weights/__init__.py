@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeseg.common.errors import first_line
+
 CHECKPOINT_FORMAT = "edgeseg-checkpoint/1"
 _HERE = Path(__file__).resolve().parent
 
@@ -69,7 +71,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         what = _unsafe_globals(path)
         if not what:  # not a refusal: the bytes are no checkpoint at all
-            raise ValueError(f"{path}: not a readable torch checkpoint ({_first_line(exc)})") from None
+            raise ValueError(f"{path}: not a readable torch checkpoint ({first_line(exc, 200)})") from None
         raise ValueError(
             f"{path}: refused: the checkpoint holds Python objects beyond tensors and plain data ({what}), and "
             "loading them could run code. If you trust its source, re-save its weights as a plain dict: "
@@ -127,12 +129,6 @@ def _unsafe_globals(path: Path) -> str:
     return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
 
 
-def _first_line(exc: BaseException) -> str:
-    from edgeseg.common.errors import first_line
-
-    return first_line(exc, 200)
-
-
 @dataclass
 class ResolvedWeights:
     """A model with the weights every entry point agreed on (see :func:`resolve`).
@@ -159,10 +155,6 @@ class ResolvedWeights:
     def preprocessing(self) -> dict[str, Any]:
         """The checkpoint's pre-processing record (size trained at, mean/std, colour); {} when it has none."""
         return dict(self.checkpoint.get("preprocessing") or {})
-
-    def label(self) -> str:
-        """A short human description: "given (best.pt)", "shipped (ultralightunet-s.pt)", "random"."""
-        return self.source if self.path is None else f"{self.source} ({self.path.name})"
 
 
 def resolve(
