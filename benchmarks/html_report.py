@@ -3,6 +3,8 @@
 Plots: latency per row (box plot of the timed samples), latency vs Dice with the Pareto front, fidelity per
 row (mask agreement and max abs logit difference), and the per-case Dice distribution. No file beside the
 HTML is needed and nothing is fetched when it is opened. Needs matplotlib (the ``bench`` extra).
+
+``edgeseg run`` puts its model card above the benchmark (:func:`write_model_card_report`).
 """
 
 from __future__ import annotations
@@ -160,6 +162,63 @@ pre{background:#f8f9fa;padding:8px;font-size:12px;overflow-x:auto}
 """
 
 
+def plot_layers(section: dict) -> str:
+    """SQNR per layer (execution order) of one artifact, the first damaged layer marked."""
+    plt = _plt()
+    layers = [x for x in section.get("layers", []) if x.get("leaf", True)]
+    if not layers:
+        return _empty(plt, "no layer compared")
+    sqnr = [60.0 if x["sqnr_db"] is None else min(float(x["sqnr_db"]), 60.0) for x in layers]
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    ax.plot(range(len(sqnr)), sqnr, marker=".", lw=1)
+    ax.axhline(section.get("damage_db", 15.0), color="#c92a2a", lw=0.8, ls="--")
+    names = [x["name"] for x in layers]
+    first = section.get("first_damaged")
+    if first in names:
+        i = names.index(first)
+        ax.axvline(i, color="#c92a2a", lw=1)
+        ax.annotate(f"first damaged: {first}", (i, sqnr[i]), xytext=(5, 10), textcoords="offset points",
+                    fontsize=8, color="#c92a2a")
+    for name in section.get("ranked", [])[:3]:
+        if name in names:
+            i = names.index(name)
+            ax.annotate(name, (i, sqnr[i]), xytext=(0, -14), textcoords="offset points", fontsize=7, ha="center")
+    ax.set_xlabel("layer (execution order)")
+    ax.set_ylabel("SQNR vs FP32 (dB)")
+    ax.set_title(f"{section.get('target')} int8 ({section.get('runtime')}): {len(layers)} layers, "
+                 f"{section.get('n_images')} images")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _layer_section(sections: list[dict]) -> str:
+    """The layer-wise section: per backend, the SQNR plot and the most harmful layers."""
+    if not sections:
+        return ""
+    esc = html.escape
+    parts = ["<h2>Layer-wise divergence of the int8 artifacts</h2><p>Each layer's output compared with the FP32 "
+             "torch model's (relative error, SQNR, linear CKA), read from the artifact's own runtime; the red line "
+             "marks the first layer under the damage threshold. 'Most harmful' ranks the damage each layer adds "
+             "beyond its inputs (what the accuracy budget keeps in float first).</p>"]
+    for sec in sections:
+        if "error" in sec:
+            parts.append(f"<h3>{esc(str(sec.get('runtime')))}</h3><p>not compared: {esc(sec['error'])}</p>")
+            continue
+        parts.append(f"<h3>{esc(str(sec.get('target')))} int8 ({esc(str(sec.get('runtime')))})</h3>")
+        parts.append(f'<img alt="layers {esc(str(sec.get("runtime")))}" src="data:image/png;base64,{plot_layers(sec)}">')
+        by = {x["name"]: x for x in sec.get("layers", [])}
+        rows = "".join(
+            f"<tr><td>{esc(n)}</td><td>{_cell(by[n].get('sqnr_db'), '.2f')}</td><td>{_cell(by[n].get('drop_db'), '.2f')}"
+            f"</td><td>{_cell(by[n].get('rel_error'), '.4f')}</td><td>{_cell(by[n].get('cka'), '.4f')}</td></tr>"
+            for n in sec.get("ranked", [])[:5] if n in by)
+        parts.append("<table><thead><tr><th>most harmful layers</th><th>SQNR dB</th><th>drop dB</th>"
+                     f"<th>rel err</th><th>CKA</th></tr></thead><tbody>{rows}</tbody></table>")
+        notes = sec.get("notes") or []
+        if notes:
+            parts.append(f"<p>{esc('; '.join(notes[:3]))}</p>")
+    return "".join(parts)
+
+
 def render_html(run: RunResult) -> str:
     """The whole report as one HTML string (images inline)."""
     esc = html.escape
@@ -188,6 +247,7 @@ def render_html(run: RunResult) -> str:
 <table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
 {floor_html}
 {figs}
+{_layer_section(run.layers)}
 <h2>Environment</h2><pre>{esc(json.dumps(run.environment, indent=2, default=str))}</pre>
 <h2>Configuration</h2><pre>{esc(json.dumps(run.config, indent=2, default=str))}</pre>
 </body></html>
@@ -197,3 +257,104 @@ def render_html(run: RunResult) -> str:
 def write_html(run: RunResult, path: str | Path) -> Path:
     """Write the self-contained HTML report atomically."""
     return atomic_write_text(path, render_html(run))
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
+
+
+def _cell(v, spec: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and spec:
+        return format(v, spec)
+    return str(v)
+
+
+def render_model_card(card: dict) -> str:
+    """The model card of an ``edgeseg run`` as an HTML section: data, training, weights, every artifact with
+    its verification, accuracy budget and measured latency, the recommended artifact and the stages."""
+    esc = html.escape
+    data, tr, val, w = card.get("data") or {}, card.get("training") or {}, card.get("val") or {}, card.get("weights") or {}
+    recipe = card.get("recipe") or {}
+    facts = [
+        ("model", card.get("model")),
+        ("data", f"{data.get('name')} ({data.get('source')})"),
+        ("train / val split", f"{(data.get('train_split') or {}).get('n', '-')} / {(data.get('val_split') or {}).get('n', '-')}"),
+        ("data terms", data.get("terms") or "-"),
+        ("weights", f"{w.get('file')} (sha256 {str(w.get('sha256'))[:16]}..., {_bytes(w.get('size_bytes'))})"),
+        ("training", f"best epoch {tr.get('best_epoch')} of {tr.get('epochs_planned')}, "
+                     f"{_cell(tr.get('train_time_s'))} s" + (" (resumed)" if tr.get("resumed") else "")
+                     + (f", from {(tr.get('recipe') or {}).get('init')}" if (tr.get("recipe") or {}).get("init") else "")),
+        ("val", ", ".join(f"{k} {_cell(v, '.4f')}" for k, v in val.items() if k != "n") or "-"),
+        ("pre-processing", json.dumps(card.get("preprocessing"))),
+    ]
+    facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts)
+    heads = ["artifact", "target", "precision", "size", "status", "agreement", "max abs", "Dice fp32 / int8",
+             "budget", "p50 ms", "bench Dice", "bench"]
+    rows = []
+    for a in card.get("artifacts") or []:
+        ver, bud, b = a.get("verified") or {}, a.get("budget") or {}, a.get("bench") or {}
+        dice = "-" if not bud else f"{_cell(bud.get('dice_fp32'), '.4f')} / {_cell(bud.get('dice_int8'), '.4f')}"
+        budget = "-" if not bud.get("max_dice_drop") else \
+            f"drop {_cell(bud.get('dice_drop'), '+.4f')} vs {bud['max_dice_drop']:g}"
+        status = a.get("status", "-") + ("" if a.get("kept", True) else " (not kept)")
+        cells = [a.get("path"), a.get("target"), a.get("precision"), _bytes(a.get("size_bytes")), status,
+                 _cell(ver.get("mask_agreement"), ".4f"), _cell(ver.get("max_abs_diff"), ".2g"), dice, budget,
+                 _cell(b.get("p50_ms"), ".2f"), _cell(b.get("dice"), ".4f"), b.get("status", "-")]
+        tds = "".join(f"<td>{esc(str(c))}</td>" for c in cells)
+        rows.append(f'<tr class="s-{"ok" if status == "ok" else "fidelity-failed"}" '
+                    f'title="{esc(str(a.get("refused") or ""))}">{tds}</tr>')
+    rec = card.get("recommended")
+    rec_html = ("<p>No artifact is recommended: none passed verification within the budget and ran in the "
+                "benchmark.</p>" if not rec else
+                f"<p>Recommended: <b>{esc(str(rec['path']))}</b> ({esc(rec['target'])} {esc(rec['precision'])}, "
+                f"p50 {_cell(rec.get('p50_ms'), '.2f')} ms, Dice {_cell(rec.get('dice'), '.4f')}): {esc(rec['why'])}.</p>")
+    notes = [f"skipped {s.get('target')} {s.get('precision', '')}: {s.get('reason')}" for s in card.get("skipped") or []]
+    notes += [f"FAILED {s.get('target')} {s.get('precision', '')}: {s.get('reason')}" for s in card.get("failed") or []]
+    notes += [f"not kept {a.get('target')} {a.get('precision')}: {a['refused']}" for a in card.get("artifacts") or []
+              if a.get("refused")]
+    notes_html = "".join(f"<li>{esc(n)}</li>" for n in notes)
+    stages = "".join(f"<tr><td>{esc(s['stage'])}</td><td>{esc(str(s.get('key')))}</td>"
+                     f"<td>{_cell(s.get('elapsed_s'), '.1f')}</td><td>{esc(str(s.get('finished')))}</td></tr>"
+                     for s in card.get("stages") or [])
+    return f"""<section id="model-card">
+<h1>edgeseg run <code>{esc(str(recipe.get('name')))}</code>: model card</h1>
+<p>{esc(str(recipe.get('description') or ''))}</p>
+<table>{facts_html}</table>
+<h2>Artifacts (verified against the FP32 torch model)</h2>
+<table><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in heads)}</tr></thead><tbody>{''.join(rows)}</tbody></table>
+{rec_html}
+{f'<ul>{notes_html}</ul>' if notes_html else ''}
+<h2>Stages</h2>
+<table><thead><tr><th>stage</th><th>key</th><th>seconds</th><th>completed</th></tr></thead><tbody>{stages}</tbody></table>
+<p>{esc(str(card.get('notes') or ''))}</p>
+<details><summary>Recipe</summary><pre>{esc(json.dumps(recipe.get('sections'), indent=2, default=str))}</pre></details>
+</section>
+"""
+
+
+def write_model_card_report(path: str | Path, card: dict, run: RunResult | None = None) -> tuple[Path, str]:
+    """Write the report of an ``edgeseg run`` atomically: the model card, then the benchmark report of ``run``.
+
+    Without a run, or without matplotlib for its plots, the page has the model card alone. Returns the path
+    and a note saying what was left out (empty when nothing was).
+    """
+    from edgeseg.common.deps import MissingDependencyError
+
+    card_html = render_model_card(card)
+    note = ""
+    if run is not None:
+        try:
+            page = render_html(run)
+            return atomic_write_text(path, page.replace("<body>", f"<body>\n{card_html}<hr>", 1)), note
+        except MissingDependencyError as exc:
+            note = f"the report has no benchmark plots: {str(exc).splitlines()[0]}"
+    esc = html.escape
+    title = esc(str((card.get("recipe") or {}).get("name")))
+    extra = f"<p>{esc(note)}</p>" if note else ""
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>edgeseg run {title}</title>'
+            f"<style>{_CSS}</style></head><body>\n{card_html}{extra}</body></html>\n")
+    return atomic_write_text(path, page), note

@@ -197,6 +197,7 @@ class RunResult:
     config: dict[str, Any]
     environment: dict[str, Any]
     rows: list[Row]
+    layers: list[dict[str, Any]] = field(default_factory=list)  # layer-wise reports (benchmarks.layers)
 
     @property
     def reference(self) -> Row | None:
@@ -209,12 +210,14 @@ class RunResult:
             "config": self.config,
             "environment": self.environment,
             "rows": [r.to_dict() for r in self.rows],
+            "layers": self.layers,
         })
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunResult:
         return cls(run_id=d["run_id"], created=d.get("created", ""), config=d.get("config", {}),
-                   environment=d.get("environment", {}), rows=[Row.from_dict(r) for r in d.get("rows", [])])
+                   environment=d.get("environment", {}), rows=[Row.from_dict(r) for r in d.get("rows", [])],
+                   layers=list(d.get("layers") or []))
 
     def counts(self) -> dict[str, int]:
         """Rows per status."""

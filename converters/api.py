@@ -3,8 +3,14 @@
 One call converts one model to one or more targets x precisions. For each artifact it: converts into a
 staging folder inside ``out_dir``; writes a manifest there; verifies the artifact through ``runtimes``
 against the FP32 torch model on held-back images; moves the artifact's files into place (main file last)
-and writes the final manifest last of all. A killed conversion therefore never leaves an artifact with a
-manifest that describes it (a stale manifest of the same name is removed before the work starts).
+and writes the final manifest last of all. An artifact already there keeps its manifest until the new one
+is complete: a failed or refused re-conversion leaves it as it was, and one killed while moving files leaves
+files whose hashes the old manifest does not match, which ``runtimes.load`` refuses (never runs silently).
+
+int8 artifacts have an accuracy budget (``QuantOptions.max_dice_drop``, 0.01 by default where the target can
+search): :mod:`edgeseg.converters.budget` keeps the most sensitive layers in float until the Dice drop on
+half of the held-back images is within it, confirms on the other half, and refuses the artifact (exit 1 in
+the CLI, nothing moved into place) when no choice meets it.
 """
 
 from __future__ import annotations
@@ -12,9 +18,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +39,7 @@ from edgeseg.converters.calibration import (
     CalibrationSet,
     check_source,
     load_images,
-    random_inputs,
+    volume_phantoms,
 )
 from edgeseg.converters.options import ExportOptions, QuantOptions, VerifyOptions
 from edgeseg.converters.provenance import build_manifest, preprocessing_for, weights_record
@@ -55,10 +62,11 @@ class ConvertResult:
     manifest_path: Path
     manifest: Manifest
     parity: Parity | None
+    refused: str | None = None  # why the artifact was not kept (it missed its accuracy budget)
 
     @property
     def passed(self) -> bool:
-        return self.parity is None or self.parity.passed
+        return self.refused is None and (self.parity is None or self.parity.passed)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +79,8 @@ class ConvertResult:
             "size_bytes": self.artifact.size_bytes,
             "convert_time_s": round(self.artifact.convert_time_s, 3),
             "parity": self.manifest.parity,
+            "budget": self.manifest.quantization.get("budget"),
+            "refused": self.refused,
         }
 
 
@@ -197,11 +207,29 @@ def convert_model(
 
         resolved = resolve(model, weights, model_kwargs=kwargs)
         net, ckpt, wpath = resolved.module, resolved.checkpoint or None, resolved.path
-        wrec = weights_record(wpath, resolved.source)
+        wrec = weights_record(wpath, resolved.source, ckpt)
+        kwargs = dict(resolved.model_kwargs)  # the checkpoint's builder options (skip_attention, ...) too
     else:  # an nn.Module built by the caller
         net, ckpt, wpath = model.eval(), None, None
         wrec = {"source": "module", "sha256": None}
-    trained = ((ckpt or {}).get("preprocessing") or {}).get("size")
+    if export.tta:  # test-time augmentation in the graph: the wrapped model is exported and verified
+        from edgeseg.layers.tta import TestTimeAugmentation
+
+        net = TestTimeAugmentation(net, export.tta).eval()
+    if quant.keep_float:  # layer names are module paths of this model: a typo must not pass silently
+        import difflib
+
+        names = {n for n, _ in net.named_modules() if n}
+        for layer in quant.keep_float:
+            if layer not in names:
+                close = difflib.get_close_matches(layer, sorted(names), n=3)
+                raise ValueError(
+                    f"--keep-float: {mcfg.name} has no layer {layer!r}"
+                    + (f" (did you mean {', '.join(close)}?)" if close else "")
+                    + "; `edgeseg convert ... --explain` lists the layers"
+                )
+    record = (ckpt or {}).get("preprocessing") or {}
+    trained = record.get("size") or record.get("patch_size")  # a 3D checkpoint records its patch size
     # default size: the one the weights were trained at, else the model's
     size = _sizes(export.img_size if export.img_size is not None else (tuple(trained) if trained else None), mcfg)
     asked = [target] if isinstance(target, str) else list(target)
@@ -250,8 +278,9 @@ def convert_model(
                 target=t,
                 precision=p,
                 **base,
-                calibration=_placeholder(in_ch, size, quant.max_dice_drop is not None) if static else None,
-                max_dice_drop=quant.max_dice_drop if p == "int8" else None,
+                calibration=_placeholder(in_ch, size, False) if static else None,
+                max_dice_drop=quant.budget_for(get_target(t), p),
+                keep_float=quant.keep_float if p == "int8" and quant.static else (),
             )
     out = check_writable_dir(out_dir)
     clean_stale(out)  # staging folders and temporaries an interrupted conversion left behind
@@ -263,11 +292,21 @@ def convert_model(
     calibration = load_images(calib, quant.calib_size, pre, "calibration", in_ch) if needs_calib else None
     if calibration is not None:
         say(f"calibration: {len(calibration)} images from {calibration.provenance['source']}")
-    held_back = _verification_set(calib, verify.images, pre, in_ch, size) if verify.enabled else None
+    if wrec.get("source") == "random" and quant.max_dice_drop is None and quant.budget:
+        # a Dice against ground truth means nothing for untrained weights: no default budget for them
+        quant = replace(quant, budget=False)
+    budgeted = any(quant.budget_for(get_target(t), p) is not None for t in targets for p in jobs[t])
+    # a budget splits the held-back images into a search and a confirmation part: at least 16 each
+    n_held = max(verify.images, 2 * MIN_BUDGET_IMAGES) if budgeted else verify.images
+    held_back = _verification_set(calib, n_held, pre, in_ch, size) if verify.enabled else None
     sample_np = held_back.images[:1] if held_back is not None else np.zeros((1, in_ch, *size), np.float32)
     import torch
 
     model_cfg = {**mcfg.to_dict(), "model_kwargs": kwargs, "input_size": list(size)}
+    if export.tta:
+        model_cfg["tta"] = net.spec.to_dict()
+    ctx = _Context(net=net, out=out, model_name=mcfg.name, model_cfg=model_cfg, pre=pre, classes=classes,
+                   wrec=wrec, held_back=held_back, threads=verify.threads, say=say)
     results = []
     for t in targets:
         converter = get_converter(t)  # one instance per target: it may reuse work across precisions
@@ -276,28 +315,15 @@ def convert_model(
                 target=t,
                 precision=p,
                 calibration=calibration if p == "int8" else None,
-                max_dice_drop=quant.max_dice_drop if p == "int8" else None,
+                max_dice_drop=quant.budget_for(get_target(t), p),
+                keep_float=quant.keep_float if p == "int8" and quant.static else (),
                 **base,
             )
             sample = torch.from_numpy(np.repeat(sample_np, int(export.batch or 1), axis=0))
             if not results and wpath is not None:  # once, after the first config validated
                 say(f"weights: {wrec['source']} ({wpath.name})")
             say(f"converting {mcfg.name} -> {t} {cfg.tag} ({cfg.layout}, batch {export.batch or 'dynamic'}) ...")
-            res = _convert_one(
-                converter,
-                net,
-                sample,
-                cfg,
-                out,
-                _file_name(export.name or mcfg.name, cfg),
-                mcfg.name,
-                model_cfg,
-                pre,
-                classes,
-                wrec,
-                held_back,
-                verify.threads,
-            )
+            res = _convert_one(ctx, converter, sample, cfg, _file_name(export.name or mcfg.name, cfg))
             say(
                 f"  {res.artifact.path} ({res.artifact.size_bytes / 1024:.1f} KiB, "
                 f"{res.artifact.convert_time_s:.1f} s)" + (f": {res.parity.summary()}" if res.parity else "")
@@ -317,8 +343,8 @@ def _placeholder(in_ch: int, size: tuple[int, ...], labels: bool) -> Calibration
 def _verification_set(
     calib: str | Path | None, n: int, pre: Any, in_ch: int, size: tuple[int, ...]
 ) -> CalibrationSet:
-    if len(size) == 3:
-        return random_inputs(n, [in_ch, *size])
+    if len(size) == 3:  # phantoms with lesions, normalised as the manifest says (not noise: no foreground)
+        return volume_phantoms(n, pre, in_ch)
     return load_images(calib if calib is not None else "synthetic", n, pre, "verification", in_ch)
 
 
@@ -330,39 +356,97 @@ def verified_on() -> dict[str, Any]:
     return {"model": info["model"], "isa": isa_summary(info["isa"]), "int8_path": int8_path(info["isa"])}
 
 
-def _convert_one(
-    converter: Converter,
-    net: Any,
-    sample: Any,
-    cfg: ConvertConfig,
-    out: Path,
-    file_name: str,
-    model_name: str,
-    model_cfg: dict[str, Any],
-    pre: Any,
-    classes: int,
-    wrec: dict[str, Any],
-    held_back: CalibrationSet | None,
-    threads: int | None,
-) -> ConvertResult:
+@dataclass
+class _Context:
+    """What every artifact of one ``convert_model`` call shares."""
+
+    net: Any
+    out: Path
+    model_name: str
+    model_cfg: dict[str, Any]
+    pre: Any
+    classes: int
+    wrec: dict[str, Any]
+    held_back: CalibrationSet | None
+    threads: int | None
+    say: Callable[[str], None]
+    reference: np.ndarray | None = None  # FP32 logits of the held-back images, computed once
+
+    def reference_logits(self, manifest: Manifest) -> np.ndarray:
+        if self.reference is None:
+            from edgeseg.runtimes.torch_runtime import TorchRuntime
+
+            assert self.held_back is not None
+            ref = TorchRuntime.from_module(self.net, manifest, threads=self.threads)
+            try:
+                self.reference = ref.infer(np.ascontiguousarray(self.held_back.images, dtype=np.float32))
+            finally:
+                ref.close()
+        return self.reference
+
+
+def _convert_one(ctx: _Context, converter: Converter, sample: Any, cfg: ConvertConfig, file_name: str) -> ConvertResult:
+    """Convert (within the accuracy budget when there is one), write the manifest, verify, move into place.
+    The artifact already in ``out`` (and its manifest) stays untouched until the new one is complete."""
+    out = ctx.out
     final = out / file_name
     final_manifest = manifest_path(final)
-    final_manifest.unlink(missing_ok=True)  # a stale manifest must not vouch for a new artifact
     staging = Path(tempfile.mkdtemp(prefix=f".{file_name}.staging-", dir=out))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            art = converter.convert(net, sample, cfg, staging / file_name)
-        manifest = build_manifest(art, cfg, model_name, model_cfg, pre, classes, wrec)
-        manifest.save(manifest_path(art.path))
+
+        def make(keep: Sequence[str]) -> tuple[Artifact, Manifest]:
+            # the layers asked for (--keep-float) plus those the budget's search adds
+            run_cfg = replace(cfg, keep_float=tuple(dict.fromkeys([*cfg.keep_float, *keep]))) if keep else cfg
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                art = converter.convert(ctx.net, sample, run_cfg, staging / file_name)
+            manifest = build_manifest(art, run_cfg, ctx.model_name, ctx.model_cfg, ctx.pre, ctx.classes, ctx.wrec)
+            manifest.save(manifest_path(art.path))
+            made[:] = [art, manifest]
+            return art, manifest
+
+        made: list[Any] = []
+        budget = None
+        if cfg.max_dice_drop is not None and ctx.held_back is not None:
+            from edgeseg.converters.budget import BudgetNotMetError
+
+            t0 = time.perf_counter()
+            try:
+                (art, manifest), budget = _fit_budget(ctx, make, cfg)
+            except BudgetNotMetError as exc:  # refused: nothing is moved into place, an old artifact stays
+                ctx.say(f"  {exc.result.summary()}")
+                art, manifest = made
+                art.path, art.files, art.convert_time_s = final, [], time.perf_counter() - t0
+                manifest.quantization["budget"] = exc.result.to_dict()
+                parity = Parity(figures={}, tolerance={"max_dice_drop": float(cfg.max_dice_drop)},
+                                failures=[str(exc)])
+                manifest.parity = {**parity.to_dict(), "refused": True}
+                return ConvertResult(artifact=art, manifest_path=final_manifest, manifest=manifest, parity=parity,
+                                     refused=str(exc))
+            art.convert_time_s = time.perf_counter() - t0
+            manifest.quantization["budget"] = budget.to_dict()
+            ctx.say(f"  {budget.summary()}")
+        else:
+            art, manifest = make(())
         parity = None
-        if held_back is not None:
+        if ctx.held_back is not None:
+            held = ctx.held_back
             parity = verify_artifact(
-                art.path, net, held_back.images, cfg.precision, held_back.labels, threads
+                art.path, ctx.net, held.images, cfg.precision, held.labels, ctx.threads,
+                reference=ctx.reference_logits(manifest),
             )
-            manifest.parity = {**parity.to_dict(), "inputs": held_back.provenance, "cpu": verified_on()}
+            manifest.parity = {**parity.to_dict(), "inputs": held.provenance, "cpu": verified_on()}
+            if budget is not None and not budget.confirmed:
+                parity.failures.append(
+                    f"the accuracy budget held on the search images but not on the confirmation images "
+                    f"({budget.metric} drop {budget.confirm['drop'] if budget.confirm else float('nan'):+.4f} > "
+                    f"{budget.max_drop})"
+                )
+                manifest.parity = {**manifest.parity, "passed": False, "failures": list(parity.failures)}
         else:
             manifest.parity = {"verified": False, "reason": "conversion run with --no-verify"}
+        # the old artifact is replaced file by file, then its manifest; until the manifest is replaced the old
+        # manifest's hashes no longer match and runtimes refuse the mixed files (they never run silently)
         moved = []
         for f in art.files:  # the main file is last in art.files
             dest = out / Path(f).name
@@ -374,3 +458,37 @@ def _convert_one(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ConvertResult(artifact=art, manifest_path=final_manifest, manifest=manifest, parity=parity)
+
+
+MIN_BUDGET_IMAGES = 16  # per part (search, confirmation) of the held-back images
+
+
+def _fit_budget(ctx: _Context, make: Callable[[Sequence[str]], Any], cfg: ConvertConfig) -> tuple[Any, Any]:
+    from edgeseg.converters.budget import fit
+    from edgeseg.converters.layerwise import explain
+
+    from edgeseg import runtimes
+
+    held = ctx.held_back
+    assert held is not None and cfg.max_dice_drop is not None
+
+    def run(handle: tuple[Artifact, Manifest], images: np.ndarray) -> np.ndarray:
+        with runtimes.load(handle[0].path, threads=ctx.threads) as rt:
+            return rt.infer(np.ascontiguousarray(images, dtype=np.float32))
+
+    def rank(handle: tuple[Artifact, Manifest]) -> list[str]:
+        report = explain(handle[0].path, ctx.net, held.images[: min(4, len(held))], threads=ctx.threads)
+        return report.ranked()
+
+    first = make(())
+    reference = ctx.reference_logits(first[1])
+    built = {"first": first}
+
+    def make_once(keep: Sequence[str]) -> Any:
+        if not keep and "first" in built:  # the first trial reuses the conversion made for the reference
+            return built.pop("first")
+        return make(keep)
+
+    return fit(make_once, run, rank, held.images, reference, held.labels, first[1].postprocessing,
+               cfg.max_dice_drop, log=ctx.say)
+

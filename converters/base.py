@@ -80,7 +80,10 @@ class ConvertConfig:
         calib_method: activation-range estimator (``TargetSpec.calib_methods``); None: the target's default.
         quantizer: int8 tool (see ``TargetSpec.quantizers``); None: the target's default.
         calibration: calibration images (required by static int8).
-        max_dice_drop: accuracy-controlled int8 (OpenVINO/NNCF): largest Dice drop allowed on labelled data.
+        max_dice_drop: the int8 accuracy budget: the largest Dice drop against the FP32 model allowed on the
+            held-back images (``convert_model`` keeps the most sensitive layers in float until it holds).
+        keep_float: torch module paths (layers, see :mod:`edgeseg.converters.layerwise`) that static int8
+            leaves in float.
         int8_isa: "auto" (this CPU's int8 kernels), "portable" or "vnni" (see :data:`INT8_ISAS`); "auto" is
             resolved when the config is built, so ``cfg.int8_isa`` is always "portable" or "vnni".
         opset: ONNX opset.
@@ -107,6 +110,7 @@ class ConvertConfig:
     quantizer: str | None = None
     calibration: CalibrationSet | None = field(default=None, repr=False, compare=False)
     max_dice_drop: float | None = None
+    keep_float: tuple[str, ...] = ()
     int8_isa: str = "auto"
     opset: int = 17
     exporter: str = "torchscript"
@@ -181,10 +185,9 @@ class ConvertConfig:
                 raise ValueError(f"--max-dice-drop applies to int8 on {', '.join(able)} only")
             if not 0 < self.max_dice_drop < 1:
                 raise ValueError(f"max_dice_drop must be in (0, 1), got {self.max_dice_drop}")
-            if self.calibration is None or self.calibration.labels is None:
-                raise ValueError(
-                    "--max-dice-drop needs labelled calibration data (an image folder with masks)"
-                )
+        object.__setattr__(self, "keep_float", tuple(str(k) for k in self.keep_float))
+        if self.keep_float and not self.static_int8:
+            raise ValueError("keep_float (layers left in float) applies to static int8 only")
 
     @property
     def spec(self) -> TargetSpec:
@@ -317,7 +320,16 @@ class Converter(ABC):
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        art = self._convert(model, sample, cfg, out_path)
+        try:
+            art = self._convert(model, sample, cfg, out_path)
+        except Exception as exc:  # a full device says so in one line, naming the file (it is not kept)
+            from edgeseg.common.io import NO_SPACE_ERRNOS, write_error
+
+            staging = out_path.parent.name.startswith(f".{out_path.name}.staging-")
+            failed = write_error(exc, out_path.parent.parent / out_path.name if staging else out_path)
+            if failed is None or failed.errno not in NO_SPACE_ERRNOS:
+                raise
+            raise failed from exc
         art.convert_time_s = time.perf_counter() - t0
         return art
 

@@ -64,6 +64,10 @@ class ExecuTorchConverter(Converter):
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        if cfg.keep_float:
+            from edgeseg.converters.layerwise import keep_float_in_pt2e
+
+            keep_float_in_pt2e(quantizer, cfg.keep_float)
         prepared = prepare_pt2e(program.module(), quantizer)
         for b in cfg.calibration_batches():
             prepared(torch.from_numpy(b))
@@ -77,6 +81,8 @@ class ExecuTorchConverter(Converter):
             "int8_isa": cfg.int8_isa,
             "calibration": cfg.calibration.provenance if cfg.calibration else None,
         }
+        if cfg.keep_float:
+            info["keep_float"] = list(cfg.keep_float)
         return torch.export.export(converted, (sample,)), info
 
 

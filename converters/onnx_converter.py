@@ -129,6 +129,36 @@ class _Reader:
         self._i = 0
 
 
+def _restore_scopes(graph: Any) -> None:
+    """Give the nodes the optimizer made by fusing (``node_Conv_7``) a scoped name again, taken from the tensor
+    they write (``/encoder3/encoder3.0/pconv2/pconv2.1/BatchNormalization_output_0`` -> ``.../pconv2.1/Conv``),
+    so that layer taps, ``keep_float`` and profiles still find the module they belong to."""
+    taken = {n.name for n in graph.node}
+    for node in graph.node:
+        if "/" in node.name or not node.output or "/" not in node.output[0]:
+            continue
+        base = node.output[0].rsplit("/", 1)[0] + "/" + node.op_type
+        name, i = base, 1
+        while name in taken:
+            name, i = f"{base}_{i}", i + 1
+        taken.add(name)
+        node.name = name
+
+
+def _nodes_of(proto: Any, model: Any, layers: tuple[str, ...]) -> list[str]:
+    """The graph's node names inside ``layers`` (torch module paths): what quantize_static must exclude."""
+    if not layers:
+        return []
+    from edgeseg.converters.layerwise import ModuleIndex, nodes_in, scoped
+
+    return nodes_in(scoped(n.name for n in proto.graph.node if n.name), ModuleIndex(model), layers)
+
+
+def _kept(cfg: ConvertConfig, nodes: list[str]) -> dict[str, Any]:
+    """The manifest's record of layers left in float (empty when all of them are int8)."""
+    return {"keep_float": list(cfg.keep_float), "float_nodes": len(nodes)} if cfg.keep_float else {}
+
+
 class OnnxConverter(Converter):
     """torch -> ONNX (opset >= 17), optional simplification, fp16 or int8 through onnxruntime."""
 
@@ -148,6 +178,7 @@ class OnnxConverter(Converter):
 
             before = len(proto.graph.node)
             proto = optimizer.optimize(proto)
+            _restore_scopes(proto.graph)
             extra["simplified"] = {
                 "tool": "onnxscript.optimizer",
                 "nodes_before": before,
@@ -174,7 +205,8 @@ class OnnxConverter(Converter):
                 "tool": "onnxruntime.transformers.float16",
             }
         elif cfg.int8_scheme == "static":
-            quant = self._static_int8(fp32_path, out_path, cfg, proto.graph.input[0].name)
+            exclude = _nodes_of(proto, model, cfg.keep_float)
+            quant = self._static_int8(fp32_path, out_path, cfg, proto.graph.input[0].name, exclude)
         else:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -207,7 +239,9 @@ class OnnxConverter(Converter):
             extra=extra,
         )
 
-    def _static_int8(self, src: Path, dst: Path, cfg: ConvertConfig, input_name: str) -> dict[str, Any]:
+    def _static_int8(
+        self, src: Path, dst: Path, cfg: ConvertConfig, input_name: str, exclude: list[str]
+    ) -> dict[str, Any]:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         assert cfg.calibration is not None  # ConvertConfig guarantees it for static int8
@@ -229,6 +263,7 @@ class OnnxConverter(Converter):
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QUInt8 if portable else QuantType.QInt8,
                 calibrate_method=method,
+                nodes_to_exclude=exclude,
             )
         return {
             "scheme": "static",
@@ -239,4 +274,5 @@ class OnnxConverter(Converter):
             "calibration_method": cfg.calib_method,
             "tool": "onnxruntime.quantization.quantize_static",
             "calibration": cfg.calibration.provenance,
+            **_kept(cfg, exclude),
         }

@@ -43,6 +43,9 @@ class ExportOptions:
         opset: ONNX opset (>= 17).
         simplify: fold constants and remove dead nodes in the ONNX graph.
         name: file-name stem of the artifacts; None: the model name.
+        tta: a test-time augmentation mode the artifact carries in its graph (``"hflip"``, ``"flips"``, ...;
+            see :mod:`edgeseg.common.tta`): the model is wrapped before export, verified as wrapped, and the
+            manifest records it under ``model_cfg["tta"]``. None: none.
     """
 
     img_size: int | tuple[int, ...] | None = None
@@ -52,8 +55,13 @@ class ExportOptions:
     opset: int = 17
     simplify: bool = True
     name: str | None = None
+    tta: str | None = None
 
     def __post_init__(self) -> None:
+        if self.tta is not None:
+            from edgeseg.common.tta import parse_tta
+
+            parse_tta(self.tta)  # an unknown mode fails here, with the valid ones
         if self.img_size is not None:
             sizes = (self.img_size,) if isinstance(self.img_size, int) else tuple(self.img_size)
             if not sizes or any(int(s) <= 0 for s in sizes):
@@ -86,8 +94,13 @@ class QuantOptions:
         quantizer: TFLite int8 tool: "pt2e" or "aeq" (ai-edge-quantizer).
         isa: int8 kernels to quantize for: "auto" (this CPU), "portable" (no int16 saturation on x86 CPUs
             without VNNI; the same numbers on every x86 int8 path) or "vnni" (full 8-bit range).
-        max_dice_drop: OpenVINO accuracy-controlled int8: the largest Dice drop allowed on the labelled
-            calibration folder.
+        max_dice_drop: the int8 accuracy budget: the largest Dice drop against the FP32 model allowed on the
+            held-back images (:mod:`edgeseg.converters.budget` keeps the most sensitive layers in float until
+            it holds). None: 0.01 on every target that can search (``TargetSpec.accuracy_control``); a value
+            set here is an error on a target that cannot.
+        budget: False turns the budget off (int8 is kept whatever its drop, as long as it passes parity).
+        keep_float: layers (torch module paths, as ``--explain`` names them) that static int8 leaves in float
+            on every target; the budget's search adds to them.
     """
 
     calib: str | Path | None = None
@@ -97,6 +110,8 @@ class QuantOptions:
     quantizer: str | None = None
     isa: str = "auto"
     max_dice_drop: float | None = None
+    budget: bool = True
+    keep_float: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.scheme not in INT8_SCHEMES:
@@ -104,6 +119,7 @@ class QuantOptions:
         if str(self.isa).lower() not in INT8_ISAS:
             raise _unknown("int8 ISA", self.isa, INT8_ISAS)
         object.__setattr__(self, "isa", str(self.isa).lower())
+        object.__setattr__(self, "keep_float", tuple(str(k) for k in self.keep_float))
         if int(self.calib_size) < 1:
             raise ValueError(f"calib_size must be >= 1, got {self.calib_size}")
         if self.max_dice_drop is not None and not 0 < self.max_dice_drop < 1:
@@ -112,6 +128,16 @@ class QuantOptions:
     @property
     def static(self) -> bool:
         return self.scheme == "static"
+
+    def budget_for(self, spec: Any, precision: str) -> float | None:
+        """The Dice-drop budget of one artifact (None: no budget)."""
+        from edgeseg.converters.budget import DEFAULT_MAX_DROP
+
+        if precision != "int8" or not self.static or not self.budget:
+            return None
+        if self.max_dice_drop is not None:
+            return float(self.max_dice_drop)  # ConvertConfig refuses it where the target cannot search
+        return DEFAULT_MAX_DROP if spec.accuracy_control else None
 
 
 @dataclass(frozen=True)
@@ -145,6 +171,8 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     "quantizer": ("quant", "quantizer"),
     "int8_isa": ("quant", "isa"),
     "max_dice_drop": ("quant", "max_dice_drop"),
+    "budget": ("quant", "budget"),
+    "keep_float": ("quant", "keep_float"),
     "verify": ("verify", "enabled"),
     "verify_size": ("verify", "images"),
     "threads": ("verify", "threads"),

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.converters.base import Artifact, ConvertConfig
-from edgeseg.runtimes.manifest import Manifest, Postprocessing, Preprocessing
+from edgeseg.runtimes.manifest import Manifest, Postprocessing, Preprocessing, volume_preprocessing
 
 from edgeseg.common.io import sha256_file
 
@@ -42,13 +42,16 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def weights_record(path: Path | None, source: str) -> dict[str, Any]:
-    """Provenance of the weights: source ("given", "shipped", "random", "module"), path, sha256."""
+def weights_record(path: Path | None, source: str, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Provenance of the weights: source ("given", "shipped", "random", "module"), path, sha256, and the
+    checkpoint's builder options (``model_kwargs``, e.g. ``skip_attention``), from which it was rebuilt."""
     if path is None:
         return {"source": source, "sha256": "random" if source == "random" else None}
     # shipped weights are named inside the package, not by this machine's install path
     where = f"edgeseg/weights/{path.name}" if source == "shipped" else str(path)
     rec: dict[str, Any] = {"source": source, "path": where, "sha256": sha256_file(path)}
+    if (checkpoint or {}).get("model_kwargs"):
+        rec["model_kwargs"] = dict(checkpoint["model_kwargs"])
     if source == "shipped":
         from edgeseg.weights import model_card
 
@@ -58,10 +61,21 @@ def weights_record(path: Path | None, source: str) -> dict[str, Any]:
     return rec
 
 
+def volume_preprocessing_for(size: tuple[int, ...], checkpoint: dict[str, Any] | None,
+                             in_channels: int) -> Preprocessing:
+    """A 3D model's pre-processing at patch size ``size``: the checkpoint's volume record (fixed intensity
+    window or percentile clip, z-score), else what ``edgeseg train`` does to volumes; see
+    :func:`edgeseg.runtimes.manifest.volume_preprocessing`."""
+    return volume_preprocessing((checkpoint or {}).get("preprocessing"), in_channels, size)
+
+
 def preprocessing_for(
     model_cfg: Any, size: tuple[int, ...], checkpoint: dict[str, Any] | None, in_channels: int
 ) -> Preprocessing:
-    """The checkpoint's pre-processing when it has one, else the model config's (at ``size``)."""
+    """The checkpoint's pre-processing when it has one, else the model config's (at ``size``); for volumes
+    (a 3D ``size``) see :func:`volume_preprocessing_for`."""
+    if len(size) == 3:
+        return volume_preprocessing_for(size, checkpoint, in_channels)
     pre = (checkpoint or {}).get("preprocessing")
     if isinstance(pre, dict) and pre.get("mean") is not None:
         return Preprocessing(

@@ -146,6 +146,10 @@ class TFLiteConverter(Converter):
         quantizer = PT2EQuantizer().set_global(
             get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
         )
+        if cfg.keep_float:
+            from edgeseg.converters.layerwise import keep_float_in_pt2e
+
+            keep_float_in_pt2e(quantizer, cfg.keep_float, "wrapped." if cfg.channels_last else "")
         with torch.no_grad():
             graph = torch.export.export(net.eval(), (x,)).module()
             prepared = prepare_pt2e(graph, quantizer)
@@ -169,6 +173,8 @@ class TFLiteConverter(Converter):
         }
         if not dynamic:
             info["calibration"] = cfg.calibration.provenance if cfg.calibration else None
+        if cfg.keep_float:
+            info["keep_float"] = list(cfg.keep_float)
         return info
 
     def _aeq(self, src: Path, dst: Path, cfg: ConvertConfig) -> dict[str, Any]:

@@ -54,10 +54,15 @@ class Parity:
 
     def summary(self) -> str:
         f = self.figures
+        if "max_abs_diff" not in f:  # nothing was measured (a refused artifact)
+            return "FAILED: " + "; ".join(self.failures)
         text = (
             f"max|d|={f['max_abs_diff']:.3g} mean|d|={f['mean_abs_diff']:.3g} "
             f"agreement={f['mask_agreement']:.4f} (min {f['mask_agreement_min']:.4f})"
         )
+        if f.get("reference_foreground") == 0.0:  # empty masks agree with anything empty: say so
+            text += ("; note: the reference predicts no foreground on these inputs (untrained weights?), so the "
+                     "agreement says little: the logit differences do")
         return text if self.passed else f"{text}; FAILED: {'; '.join(self.failures)}"
 
 
@@ -101,6 +106,8 @@ def compare(
         "pixel_agreement": float(np.mean(ma == mb)),
         "reference_foreground": float(np.mean(ma > 0)),
     }
+    if labels is not None:
+        figures["labels_foreground"] = float(np.mean(labels > 0))
     if labels is not None and classes <= 1:
         figures["dice_reference"] = float(np.mean([dice(ma[i], labels[i]) for i in range(len(ma))]))
         figures["dice_candidate"] = float(np.mean([dice(mb[i], labels[i]) for i in range(len(mb))]))
@@ -134,6 +141,7 @@ def verify_artifact(
     precision: str,
     labels: np.ndarray | None = None,
     threads: int | None = None,
+    reference: np.ndarray | None = None,
 ) -> Parity:
     """Run ``artifact`` (a path with its manifest beside it) and the FP32 ``model`` on ``images``; compare.
 
@@ -144,6 +152,7 @@ def verify_artifact(
         precision: the artifact's precision (selects the tolerances).
         labels: ground-truth masks for the images, or None.
         threads: runtime threads (None: backend default).
+        reference: the FP32 model's logits on ``images`` when already computed (else computed here).
     """
     from edgeseg.runtimes.torch_runtime import TorchRuntime
 
@@ -160,11 +169,12 @@ def verify_artifact(
             f"the converted {precision} artifact does not run in its runtime ({first}); "
             "it was not kept (convert with --no-verify to keep it anyway)"
         ) from None
-    ref_rt = TorchRuntime.from_module(model, manifest, threads=threads)
-    try:
-        reference = ref_rt.infer(np.ascontiguousarray(images, dtype=np.float32))
-    finally:
-        ref_rt.close()
+    if reference is None:
+        ref_rt = TorchRuntime.from_module(model, manifest, threads=threads)
+        try:
+            reference = ref_rt.infer(np.ascontiguousarray(images, dtype=np.float32))
+        finally:
+            ref_rt.close()
     parity = compare(reference, candidate, manifest.postprocessing, precision, labels)
     parity.figures["runtime"] = info.get("runtime")
     parity.figures["runtime_version"] = info.get("version")

@@ -12,11 +12,29 @@ from __future__ import annotations
 import time
 import warnings
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from edgeseg.runtimes.manifest import Manifest, TensorSpec
+from edgeseg.runtimes.manifest import (
+    Manifest,
+    TensorSpec,
+    check_preprocessing,
+    missing_manifest_message,
+    parse_preprocessing,
+)
+
+
+@dataclass(frozen=True)
+class LayerOp:
+    """One op of a loaded graph: its name, its name scope (segments, outermost first, as the exporter wrote
+    them) and the id of the tensor it writes (what :meth:`Runtime.layer_outputs` reads back)."""
+
+    name: str
+    scope: tuple[str, ...]
+    tensor: str
+    op: str
 
 
 class RuntimeUnavailableError(ImportError):
@@ -106,12 +124,17 @@ class Runtime(ABC):
         device: "cpu", "gpu", "npu", "auto" or a backend-specific name; validated against ``devices()``.
         threads: intra-op threads (None: the backend's default).
         **options: backend-specific options (e.g. ``hint="LATENCY"`` for OpenVINO); ``allow_nonfinite=True``
-            lets NaN/inf inputs through (by default ``infer`` refuses them: one NaN pixel can empty a mask).
+            lets NaN/inf inputs through (by default ``infer`` refuses them: one NaN pixel can empty a mask);
+            ``preprocessing`` (a :class:`~edgeseg.runtimes.manifest.Preprocessing`, a dict of its fields, JSON
+            text or a JSON file) describes an artifact that has no manifest, which is refused without it.
     """
 
     name: ClassVar[str] = ""
     extra: ClassVar[str] = ""  # pyproject extra that installs the backend
     module: ClassVar[str] = ""  # top-level package the backend needs
+    # whether the backend describes what it loads itself (the torch reference: from the checkpoint's record or
+    # the model's config); other backends need a manifest or an explicit pre-processing
+    describes_itself: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -126,6 +149,8 @@ class Runtime(ABC):
         self._device = device
         self.threads = threads
         self.allow_nonfinite = bool(options.pop("allow_nonfinite", False))
+        given = options.pop("preprocessing", None)
+        self.given_preprocessing = None if given is None else parse_preprocessing(given)
         self.options = options
         self.loaded = False
         self.int8_warning: str | None = None
@@ -194,13 +219,24 @@ class Runtime(ABC):
             raise DeviceNotAvailableError(
                 f"runtime {self.name!r} has no device {self._device!r} on this machine; available: {', '.join(have)}"
             )
+        given = self.given_preprocessing
+        if self.manifest is None and given is None and not self.describes_itself:
+            raise ValueError(missing_manifest_message(self.artifact))  # before any work
         t0 = time.perf_counter()
         self._load_impl()
         self.load_time_s = time.perf_counter() - t0
+        try:
+            if self.manifest is None:
+                # No sidecar: the I/O the loaded model declares, with the pre-processing the caller gave.
+                self.manifest = self._describe()
+            elif given is not None and self.describes_itself:  # the caller's word over the model's defaults
+                check_preprocessing(given, self.manifest.input, self.artifact)
+                self.manifest.preprocessing = given
+                self.manifest.extra = {**self.manifest.extra, "preprocessing": "given"}
+        except BaseException:
+            self._close_impl()
+            raise
         self.loaded = True
-        if self.manifest is None:
-            # No sidecar: describe the artifact from what the loaded model itself declares.
-            self.manifest = self._describe()
         self.int8_warning = int8_cpu_warning(self.manifest)
         if self.int8_warning and self.int8_warning not in _WARNED:
             _WARNED.add(self.int8_warning)  # once per artifact and CPU, however often it is loaded
@@ -280,6 +316,36 @@ class Runtime(ABC):
 
     __call__ = infer
 
+    # ---- layer taps (edgeseg.converters.layerwise compares them with the torch model's) ----
+    layer_notes: ClassVar[list[str]] = []  # how this backend's taps are read, for the report
+
+    def layer_ops(self) -> list[LayerOp]:
+        """The loaded graph's ops in execution order, each with its name scope and the tensor it writes.
+
+        Raises:
+            NotImplementedError: this backend cannot show its intermediate tensors.
+        """
+        raise NotImplementedError(f"the {self.name} backend cannot show its layers' tensors (no layer taps)")
+
+    def layer_outputs(self, x: np.ndarray, tensors: list[str]) -> list[np.ndarray | None]:
+        """The float32 values of ``tensors`` (ids from :meth:`layer_ops`) for one normalised NCHW sample ``x``,
+        dequantized, as the artifact's own kernels computed them, in the backend's own layout (TFLite holds
+        intermediates channels-last; :func:`edgeseg.converters.layerwise.explain` aligns them). None: the
+        backend could not expose that tensor."""
+        if not self.loaded:
+            self.load()
+        x = self._validate(x)
+        if x.shape[0] != 1:
+            raise ValueError(f"layer_outputs takes one sample at a time, got a batch of {x.shape[0]}")
+        spec = self.input_spec
+        native = _to_channels_last(x) if spec.channels_last else x
+        unique = list(dict.fromkeys(tensors))  # a block and its last layer can end on the same tensor
+        values = dict(zip(unique, self._tap_impl(to_artifact_dtype(native, spec), unique)))
+        return [None if values[t] is None else np.asarray(values[t], dtype=np.float32) for t in tensors]
+
+    def _tap_impl(self, x: np.ndarray, tensors: list[str]) -> list[np.ndarray | None]:
+        raise NotImplementedError(f"the {self.name} backend cannot show its layers' tensors (no layer taps)")
+
     def _validate(self, x: np.ndarray) -> np.ndarray:
         if not isinstance(x, np.ndarray):
             raise ValueError(f"infer takes a float32 numpy array, got {type(x).__name__}")
@@ -327,10 +393,9 @@ class Runtime(ABC):
         """Release resources (default: nothing)."""
 
     def _describe(self) -> Manifest:
-        """A manifest synthesized from the loaded model when the artifact has none (backends override)."""
-        raise ValueError(
-            f"{self.artifact}: no manifest beside it ({self.artifact}.json); re-export it with `edgeseg convert`"
-        )
+        """The manifest of an artifact that has none: the loaded model's I/O and ``given_preprocessing``
+        (backends override, with :func:`~edgeseg.runtimes.manifest.manifest_from_io`)."""
+        raise ValueError(missing_manifest_message(self.artifact))
 
     def _info_impl(self) -> dict[str, Any]:
         """Backend details for :meth:`info` (providers, delegates, precision hints...)."""

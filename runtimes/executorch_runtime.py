@@ -81,7 +81,7 @@ class ExecuTorchRuntime(Runtime):
         meta = self._program.metadata("forward")
         ins = [self._spec(meta.input_tensor_meta(0), "input")]
         outs = [self._spec(meta.output_tensor_meta(0), "logits")]
-        return manifest_from_io(self.artifact, "executorch", ins, outs)
+        return manifest_from_io(self.artifact, "executorch", ins, outs, self.given_preprocessing)
 
     def _info_impl(self) -> dict[str, Any]:
         return {"threads": self.threads}

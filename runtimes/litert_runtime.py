@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import re
+import warnings
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from edgeseg.runtimes.base import DeviceNotAvailableError, Runtime
+from edgeseg.runtimes.base import DeviceNotAvailableError, LayerOp, Runtime
 from edgeseg.runtimes.manifest import Manifest, TensorSpec, manifest_from_io
 
 # where the Interpreter class lives, preferred first: (module, distribution)
@@ -176,6 +178,63 @@ class LiteRTRuntime(Runtime):
 
     def _close_impl(self) -> None:
         self._interp = None
+        self._tap_interp = None
+
+    # ---- layer taps ----
+    layer_notes = ["litert: taps come from an interpreter that keeps every tensor, which runs LiteRT's reference "
+                   "kernels (XNNPACK cannot keep intermediates); the final output is compared on XNNPACK"]
+
+    def _tapper(self) -> Any:
+        if getattr(self, "_tap_interp", None) is None:
+            mod, _ = _interpreter_module()
+            kwargs: dict[str, Any] = {"model_path": str(self.artifact), "experimental_preserve_all_tensors": True,
+                                      "experimental_op_resolver_type": mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+            if self.threads is not None:
+                kwargs["num_threads"] = int(self.threads)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": that is its use here
+                self._tap_interp = mod.Interpreter(**kwargs)
+            self._tap_interp.allocate_tensors()
+        return self._tap_interp
+
+    def layer_ops(self) -> list[LayerOp]:
+        """Ops in execution order; scopes are read from litert-torch's ``package.Class_attr/...`` tensor
+        names (a channels-last I/O wrapper's own level is dropped)."""
+        it = self._tapper()
+        details = {d["index"]: d for d in it.get_tensor_details()}
+        ops = []
+        for op in it._get_ops_details():
+            if not len(op["outputs"]) or op["outputs"][0] < 0:
+                continue
+            tensor = int(op["outputs"][0])
+            name = str(details[tensor]["name"])
+            ops.append(LayerOp(name=name, scope=_litert_scope(name), tensor=str(tensor), op=str(op["op_name"])))
+        return ops
+
+    def _tap_impl(self, x: np.ndarray, tensors: list[str]) -> list[np.ndarray]:
+        it = self._tapper()
+        inp = it.get_input_details()[0]
+        it.set_tensor(inp["index"], np.ascontiguousarray(x))
+        it.invoke()
+        details = {d["index"]: d for d in it.get_tensor_details()}
+        out = []
+        for t in tensors:
+            d = details[int(t)]
+            v = it.get_tensor(int(t))
+            scale, zero = d.get("quantization", (0.0, 0))
+            qp = d.get("quantization_parameters") or {}
+            scales = np.asarray(qp.get("scales", []), np.float64)
+            if v.dtype in (np.int8, np.uint8, np.int16, np.int32) and (scale or scales.size):
+                zeros = np.asarray(qp.get("zero_points", [zero]), np.float64)
+                axis = int(qp.get("quantized_dimension", 0))
+                if scales.size > 1:
+                    shape = [1] * v.ndim
+                    shape[axis] = -1
+                    v = (v.astype(np.float64) - zeros.reshape(shape)) * scales.reshape(shape)
+                else:
+                    v = (v.astype(np.float64) - float(zero)) * float(scale)
+            out.append(np.asarray(v, dtype=np.float32))
+        return out
 
     def _spec(self, detail: dict[str, Any]) -> TensorSpec:
         sig = detail.get("shape_signature")
@@ -193,8 +252,24 @@ class LiteRTRuntime(Runtime):
         outs = [self._spec(d) for d in self._interp.get_output_details()]
         # An output keeps the input's layout family (a channels-last model gives channels-last logits).
         outs[0] = replace(outs[0], layout=ins[0].layout)
-        return manifest_from_io(self.artifact, "tflite", ins, outs)
+        return manifest_from_io(self.artifact, "tflite", ins, outs, self.given_preprocessing)
 
     def _info_impl(self) -> dict[str, Any]:
         return {"interpreter": self._dist, "xnnpack": bool(self.options.get("xnnpack", True)),
                 "delegate": self._delegate_lib}
+
+
+_SEGMENT = re.compile(r"^_*[A-Za-z0-9]+_(.+)$")  # "Class_attr" (a private class may start with "_")
+
+
+def _litert_scope(name: str) -> tuple[str, ...]:
+    """Module attribute names from a litert-torch tensor name: ``pkg.Class_attr/pkg.Class_attr;N``."""
+    segs = name.split(";", 1)[0].split("/")
+    attrs = []
+    for i, seg in enumerate(segs):
+        m = _SEGMENT.match(seg.rsplit(".", 1)[-1])
+        if m:
+            attr = m.group(1)
+            if not (i == 1 and segs[0].endswith("ChannelLastIOWrapper") and attr == "wrapped"):
+                attrs.append(attr)
+    return tuple(attrs)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeseg.runtimes.base import DeviceNotAvailableError, Runtime
+from edgeseg.runtimes.base import DeviceNotAvailableError, LayerOp, Runtime
 from edgeseg.runtimes.manifest import Manifest, TensorSpec, manifest_from_io
 
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
@@ -143,6 +143,7 @@ class OpenVINORuntime(Runtime):
             ) from None
         self._request = self._compiled.create_infer_request()
         self._config_used = config
+        self._core, self._model = core, model
 
     def _infer_impl(self, x: np.ndarray) -> np.ndarray:
         self._request.infer({0: x})
@@ -151,12 +152,65 @@ class OpenVINORuntime(Runtime):
     def _close_impl(self) -> None:
         self._request = None
         self._compiled = None
+        self._taps = None
+        self._core = self._model = None
+
+    # ---- layer taps ----
+    layer_notes = ["openvino: a tapped int8 tensor is its FakeQuantize output (what the CPU plugin's fused int8 "
+                   "kernel writes)"]
+    _SKIP = ("Constant", "Parameter", "Result", "Convert", "ShapeOf")
+
+    def layer_ops(self) -> list[LayerOp]:
+        """Ops in topological order (weight FakeQuantize / Convert chains left out)."""
+        if not self.loaded:
+            self.load()
+        ops = []
+        for op in self._model.get_ordered_ops():
+            kind = op.get_type_name()
+            if kind in self._SKIP or op.get_output_size() == 0:
+                continue
+            if kind == "FakeQuantize" and op.input_value(0).get_node().get_type_name() in ("Constant", "Convert"):
+                continue  # quantized weights
+            name = op.get_friendly_name()
+            segs = tuple(s for s in name.split("/") if s)
+            ops.append(LayerOp(name=name, scope=segs[:-1], tensor=name, op=kind))
+        return ops
+
+    def _tap_impl(self, x: np.ndarray, tensors: list[str]) -> list[np.ndarray | None]:
+        key = tuple(tensors)
+        if getattr(self, "_taps", None) is None or self._taps[0] != key:
+            self._taps = (key, self._tap_groups(list(tensors)))
+        out: dict[str, np.ndarray | None] = {}
+        for names, request, index in self._taps[1]:
+            if request is None:
+                out.update(dict.fromkeys(names))
+                continue
+            request.infer({0: x})
+            out.update({n: request.get_output_tensor(i).data.copy() for n, i in zip(names, index)})
+        return [out[t] for t in tensors]
+
+    def _tap_groups(self, tensors: list[str]) -> list[tuple[list[str], Any, list[int]]]:
+        """Compiled models that expose ``tensors`` as outputs. The CPU plugin refuses some outputs (seen: a
+        FakeQuantize behind a Sigmoid in a layer kept in float); the group is split until the refused ones
+        stand alone, and those read as None (not compared)."""
+        model = self._core.read_model(str(self.artifact))
+        by_name = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+        added = model.add_outputs([by_name[t].output(0) for t in tensors])
+        index = [model.outputs.index(o) for o in added]
+        try:
+            compiled = self._core.compile_model(model, self._device.upper(), self._config_used)
+        except RuntimeError:
+            if len(tensors) == 1:
+                return [(tensors, None, [])]
+            half = len(tensors) // 2
+            return self._tap_groups(tensors[:half]) + self._tap_groups(tensors[half:])
+        return [(tensors, compiled.create_infer_request(), index)]
 
     def _describe(self) -> Manifest:
         ins = [_port_spec(p, f"input{i}") for i, p in enumerate(self._compiled.inputs)]
         outs = [_port_spec(p, f"output{i}") for i, p in enumerate(self._compiled.outputs)]
         target = "onnx" if Path(str(self.artifact)).suffix.lower() == ".onnx" else "openvino"
-        return manifest_from_io(self.artifact, target, ins, outs)
+        return manifest_from_io(self.artifact, target, ins, outs, self.given_preprocessing)
 
     def _info_impl(self) -> dict[str, Any]:
         d: dict[str, Any] = {"config": {k: str(v) for k, v in self._config_used.items()}}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from edgeseg.runtimes.base import DeviceNotAvailableError, Runtime
+from edgeseg.runtimes.base import DeviceNotAvailableError, LayerOp, Runtime
 from edgeseg.runtimes.manifest import Manifest, TensorSpec, manifest_from_io
 
 # device name -> execution provider
@@ -151,6 +151,7 @@ class OnnxRuntime(Runtime):
         kwargs: dict[str, Any] = {"providers": providers}
         if self.options.get("provider_options") is not None:
             kwargs["provider_options"] = self.options["provider_options"]
+        self._session_args = (so, kwargs)  # layer taps build their sessions the same way
         try:
             self._session = ort.InferenceSession(str(self.artifact), sess_options=so, **kwargs)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
@@ -181,11 +182,80 @@ class OnnxRuntime(Runtime):
 
     def _close_impl(self) -> None:
         self._session = None
+        self._taps = None
+
+    # ---- layer taps ----
+    layer_notes = ["onnxruntime: a tapped int8 tensor is the QuantizeLinear output (what the fused int8 kernel "
+                   "writes), dequantized with its scale and zero point"]
+
+    def _graph(self) -> Any:
+        import onnx
+
+        if getattr(self, "_proto", None) is None:
+            self._proto = onnx.load(str(self.artifact))
+        return self._proto
+
+    def layer_ops(self) -> list[LayerOp]:
+        """Nodes in graph order; DequantizeLinear nodes are left out, so an int8 layer's last op is the
+        QuantizeLinear that its fused kernel writes (its float tensor is never materialised)."""
+        if not self.loaded:
+            self.load()
+        graph = self._graph().graph
+        consts = {i.name for i in graph.initializer}
+        ops = []
+        for node in graph.node:
+            if node.op_type in ("DequantizeLinear", "Constant") or not node.output:
+                continue
+            if node.op_type == "QuantizeLinear" and node.input[0] in consts:
+                continue  # a quantized initializer, not an activation
+            name = node.name or node.output[0]
+            segs = tuple(s for s in name.split("/") if s)
+            ops.append(LayerOp(name=name, scope=segs[:-1], tensor=node.output[0], op=node.op_type))
+        return ops
+
+    def _tap_impl(self, x: np.ndarray, tensors: list[str]) -> list[np.ndarray]:
+        import onnx
+        import onnxruntime as ort
+        from onnx import numpy_helper
+
+        key = tuple(tensors)
+        if getattr(self, "_taps", None) is None or self._taps[0] != key:
+            proto = onnx.ModelProto()
+            proto.CopyFrom(self._graph())
+            graph = proto.graph
+            inits = {i.name: i for i in graph.initializer}
+            producers = {o: n for n in graph.node for o in n.output}
+            dequant: dict[str, tuple[float, int]] = {}
+            have = {o.name for o in graph.output}
+            for t in tensors:
+                node = producers.get(t)
+                elem = onnx.TensorProto.FLOAT
+                if node is not None and node.op_type == "QuantizeLinear":
+                    scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+                    zero = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 else np.uint8(0)
+                    elem = inits[node.input[2]].data_type if len(node.input) > 2 else onnx.TensorProto.UINT8
+                    dequant[t] = (scale, np.asarray(zero).astype(np.int32))
+                if t not in have:
+                    graph.output.append(onnx.helper.make_tensor_value_info(t, elem, None))
+            so, kwargs = self._session_args
+            session = ort.InferenceSession(proto.SerializeToString(), sess_options=so, **kwargs)
+            self._taps = (key, session, dequant)
+        _, session, dequant = self._taps
+        outs = session.run(list(tensors), {self._input_name: x})
+        result = []
+        for t, v in zip(tensors, outs):
+            if t in dequant:
+                scale, zero = dequant[t]
+                shape = (1, -1) + (1,) * (v.ndim - 2) if np.ndim(scale) == 1 and v.ndim > 2 else ()
+                v = (v.astype(np.int32) - (zero.reshape(shape) if shape else zero)) * (
+                    scale.reshape(shape) if shape else scale)
+            result.append(np.asarray(v, dtype=np.float32))
+        return result
 
     def _describe(self) -> Manifest:
         ins = [_spec(a) for a in self._session.get_inputs()]
         outs = [_spec(a) for a in self._session.get_outputs()]
-        return manifest_from_io(self.artifact, "onnx", ins, outs)
+        return manifest_from_io(self.artifact, "onnx", ins, outs, self.given_preprocessing)
 
     def _info_impl(self) -> dict[str, Any]:
         return {"providers": self._session.get_providers()}

@@ -80,6 +80,34 @@ def write_image(path: str | Path, img: np.ndarray) -> Path:
     return atomic_write_bytes(path, buf.tobytes())
 
 
+def frames_in_video(path: str | Path, expected: int) -> int:
+    """How many of ``expected`` frames a finished video file really holds, read back: the container's count
+    when its last frame decodes (a file cut short keeps the count in its header but not the frames).
+
+    OpenCV's ``VideoWriter`` reports no write error (a full device leaves a short file that looks whole), so
+    whoever writes a video checks it with this before renaming it into place; a few ms.
+    """
+    cv2 = _cv2()
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            return 0
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if n != expected or n == 0:
+            return n
+        cap.set(cv2.CAP_PROP_POS_FRAMES, n - 1)
+        if cap.read()[0]:
+            return n
+        # the header promises n frames that are not there: count what decodes
+        cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        held = 0
+        while held < n and cap.grab():
+            held += 1
+        return held
+    finally:
+        cap.release()
+
+
 # ---- pre-processing ----
 def _as_rgb(frame: np.ndarray, color: str) -> np.ndarray:
     cv2 = _cv2()
@@ -158,7 +186,7 @@ def preprocess(frames: np.ndarray | list[np.ndarray], pre: Preprocessing,
     target = tuple(size) if size is not None else tuple(pre.size)
     if len(target) != 2:
         raise ValueError(f"frame preprocessing is 2D; this model takes {len(target)}D input {list(target)} "
-                         "(prepare volumes with edgeseg.data)")
+                         "(prepare volumes with preprocess_volume)")
     batch, infos = [], []
     pad = [int(round(m * 255)) for m in pre.mean]
     for frame in frames:
@@ -170,6 +198,44 @@ def preprocess(frames: np.ndarray | list[np.ndarray], pre: Preprocessing,
     if not batch:
         raise ValueError("no frames to preprocess")
     return np.ascontiguousarray(np.stack(batch), dtype=np.float32), infos
+
+
+def preprocess_volume(volume: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """A raw volume -> the float32 (1, C, D, H, W) input a 3D artifact takes, as its manifest says.
+
+    Per channel: clip to ``pre.intensity_clip`` (fixed bounds, e.g. a CT window) or else to the
+    ``pre.percentiles`` of the volume (neither: its min and max); then z-score (``pre.zscore``) or scale the
+    clipped range to 0-1; then ``(x - mean) / std`` (0 / 1 unless the manifest says otherwise). This is the
+    normalisation training used (``edgeseg.data.volumes.normalize_intensity``), without torch. The volume keeps
+    its size: a model trained on patches of ``pre.size`` covers it by sliding windows.
+
+    Args:
+        volume: (D, H, W) or (C, D, H, W) intensities (e.g. Hounsfield units), in (D, H, W) axis order.
+        pre: the artifact's pre-processing (its ``size`` is 3D).
+
+    Raises:
+        ValueError: a 2D pre-processing, or a channel count the manifest does not describe.
+    """
+    if not pre.volume:
+        raise ValueError(f"preprocess_volume takes a 3D model's pre-processing; this one is 2D {pre.size} (use "
+                         "preprocess for images)")
+    v = np.asarray(volume, dtype=np.float32)
+    chans = v[None] if v.ndim == 3 else v
+    if chans.ndim != 4 or len(pre.mean) != chans.shape[0] or len(pre.std) != chans.shape[0]:
+        raise ValueError(f"expected a (D, H, W) or (C, D, H, W) volume with {len(pre.mean)} channel(s), got "
+                         f"shape {list(v.shape)}")
+    out = np.empty_like(chans)
+    for c, x in enumerate(chans):
+        if pre.intensity_clip is not None:
+            lo, hi = (float(b) for b in pre.intensity_clip)
+        elif pre.percentiles is not None:
+            lo, hi = (float(b) for b in np.percentile(x, pre.percentiles))
+        else:
+            lo, hi = float(x.min()), float(x.max())
+        x = np.clip(x, lo, hi)
+        x = (x - x.mean()) / max(float(x.std()), 1e-6) if pre.zscore else (x - lo) / max(hi - lo, 1e-6)
+        out[c] = (x - np.float32(pre.mean[c])) / np.float32(pre.std[c])
+    return out[None]
 
 
 # ---- post-processing ----

@@ -8,12 +8,19 @@ is available never fails. Torch-free.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from edgeseg.runtimes.base import Runtime
 from edgeseg.runtimes.formats import FORMATS, RUNTIMES, format_of_suffix, runtimes_for, unknown
-from edgeseg.runtimes.manifest import Manifest, find_manifest
+from edgeseg.runtimes.manifest import (
+    Manifest,
+    Preprocessing,
+    find_manifest,
+    manifest_path,
+    parse_preprocessing,
+)
 from edgeseg.runtimes.manifest import check_files as check_manifest_files
 
 _SHIPPED = Path(__file__).resolve().parent / "artifacts"
@@ -99,6 +106,7 @@ def load(
     device: str = "cpu",
     threads: int | None = None,
     check_files: bool = True,
+    preprocessing: Preprocessing | Mapping[str, Any] | str | Path | None = None,
     **options: Any,
 ) -> Runtime:
     """Open an artifact with the right backend and load it.
@@ -111,6 +119,11 @@ def load(
         device: "cpu", "gpu", "npu", "auto", ... as the backend lists in ``devices()``.
         threads: intra-op threads.
         check_files: refuse the artifact when its files differ from the sha256 its manifest records.
+        preprocessing: for an artifact without a manifest (refused otherwise: its pre-processing cannot be read
+            from the model file): a :class:`Preprocessing`, a dict of its fields (``size``, ``mean``, ``std``;
+            optional ``resize``, ``color``), that as JSON text, or a JSON file (another artifact's manifest
+            works). With the torch runtime it replaces the checkpoint's or the model config's; an artifact
+            that has a manifest refuses it.
         **options: backend-specific options.
 
     Returns:
@@ -121,10 +134,14 @@ def load(
         >>> with runtimes.load("exports/ultralightunet-s_fp32.onnx") as rt:
         ...     logits = rt.infer(batch)
         >>> rt = runtimes.load("ultralightunet-s")              # the shipped artifact, on any device
+        >>> rt = runtimes.load("third_party.onnx", preprocessing={"size": [256, 256], "mean": [0.5] * 3,
+        ...                                                        "std": [0.5] * 3})   # no manifest
     """
     path = Path(str(artifact))
     if runtime is not None:
         get_runtime(runtime)  # unknown names fail first, with the valid ones
+    if preprocessing is not None:
+        options["preprocessing"] = parse_preprocessing(preprocessing)  # a malformed one fails before any load
     if not path.exists():
         if runtime == "torch":  # a registered model name; TorchRuntime checks it
             rt = get_runtime("torch")(str(artifact), device=device, threads=threads, **options)
@@ -142,6 +159,11 @@ def load(
     if path.is_dir():
         raise ValueError(f"{path} is a folder; pass the artifact file inside it (.onnx, .xml, .tflite, .pt)")
     manifest = find_manifest(path)
+    if manifest is not None and preprocessing is not None:
+        raise ValueError(
+            f"{path} has a manifest ({manifest_path(path).name}) with the pre-processing it was converted and "
+            "verified with; drop the explicit pre-processing (--preprocessing), or edit the manifest"
+        )
     if manifest is not None and check_files:
         check_manifest_files(path, manifest)
     target = target_of(path, manifest)

@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 from edgeseg.runtimes.base import Runtime
-from edgeseg.runtimes.manifest import Manifest, Postprocessing, Preprocessing, TensorSpec
+from edgeseg.runtimes.manifest import (
+    Manifest,
+    Postprocessing,
+    Preprocessing,
+    TensorSpec,
+    is_volume_record,
+    volume_preprocessing,
+)
 
 _DEVICE_ALIASES = {"gpu": "cuda"}
 
@@ -59,9 +66,12 @@ def _torch_manifest(
     )
 
 
-def _preprocessing_of(ckpt: dict[str, Any]) -> Preprocessing | None:
-    """The checkpoint's preprocessing record as a :class:`Preprocessing` (None when absent or partial)."""
+def _preprocessing_of(ckpt: dict[str, Any], in_channels: int) -> Preprocessing | None:
+    """The checkpoint's preprocessing record as a :class:`Preprocessing` (None when absent or partial); a 3D
+    checkpoint's volume record (patch size, intensity clip, z-score) too."""
     pre = ckpt.get("preprocessing")
+    if is_volume_record(pre):
+        return volume_preprocessing(pre, in_channels)
     if not isinstance(pre, dict) or "size" not in pre:
         return None
     known = {f.name for f in fields(Preprocessing)}
@@ -86,6 +96,7 @@ class TorchRuntime(Runtime):
     name = "torch"
     extra = "train"
     module = "torch"
+    describes_itself = True
 
     def __init__(self, artifact: str | Path, manifest: Manifest | None = None, device: str = "cpu",
                  threads: int | None = None, **options: Any):
@@ -204,8 +215,8 @@ class TorchRuntime(Runtime):
         if self.manifest is None:
             cfg_obj = getattr(module, "model_cfg", None)
             cfg = cfg_obj.to_dict() if cfg_obj is not None else {}
-            pre = _preprocessing_of(ckpt)
             in_ch = int(getattr(module, "in_channels", cfg.get("in_channels", 3)))
+            pre = _preprocessing_of(ckpt, in_ch)
             classes = int(getattr(module, "num_classes", cfg.get("num_classes", 1)))
             self.manifest = _torch_manifest(cfg.get("name", str(self.artifact)), cfg, in_ch, classes,
                                             preprocessing=pre, weights=prov)

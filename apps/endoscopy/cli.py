@@ -5,9 +5,11 @@ Live polyp segmentation on a camera, a video file or the synthetic endoscopy seq
 Runs a converted artifact (--artifact, no torch needed) or a registered model (--model). Through `edgeseg
 demo`, --model runs the fastest verified artifact of the model on this machine (converted once and cached in
 ~/.cache/edgeseg or $EDGESEG_CACHE); torch eager only with --runtime torch; where torch is absent, the
-artifact shipped in the package. Capture runs in its own thread and inference always takes the newest frame (stale frames are
-dropped and counted) for cameras and with --realtime; video files and the synthetic sequence are otherwise
-processed frame by frame, every frame, so counts are deterministic.
+artifact shipped in the package. An artifact is checked against its manifest's sha256 (--no-hash-check for
+one edited on purpose); one without a manifest is refused unless --preprocessing gives its pre-processing.
+Capture runs in its own thread and inference always takes the newest frame (stale frames are dropped and
+counted) for cameras and with --realtime; video files and the synthetic sequence are otherwise processed frame
+by frame, every frame, so counts are deterministic.
 
 Keys (with a window): q quit, space pause, s snapshot, +/- threshold.
 Exit codes: 0 done (source ended, --max-frames, q, Ctrl-C), 2 bad input (no camera, unreadable video,
@@ -45,6 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="camera index (0), device path (/dev/video0), video file, or 'synthetic' (default)",
     )
     p.add_argument("--runtime", default=None, help="backend (default: from the artifact's manifest)")
+    p.add_argument("--no-hash-check", action="store_true",
+                   help="run an artifact whose files differ from its manifest's sha256 (edited on purpose)")
+    p.add_argument("--preprocessing", metavar="JSON_OR_FILE",
+                   help="pre-processing of an artifact without a manifest (refused otherwise), as a JSON object "
+                        "or file: '{\"size\": [256, 256], \"mean\": [0.485, 0.456, 0.406], \"std\": [0.229, "
+                        "0.224, 0.225]}' (optional: resize, color); another artifact's manifest works too")
     p.add_argument("--device", default="cpu", help="backend device (default: cpu)")
     p.add_argument("--threads", type=positive_int, default=None, help="inference threads (default: the backend's)")
     p.add_argument(
@@ -98,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         source=args.source,
         runtime=args.runtime,
+        check_files=not args.no_hash_check,
+        preprocessing=args.preprocessing,
         device=args.device,
         threads=args.threads,
         threshold=args.threshold,
@@ -121,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         print(summary.text())
     code = EXIT_CODES.get(summary.status, 1)
     if code:
-        print(f"edgeseg: error: {summary.status}: {summary.message}", file=sys.stderr)
+        what = "" if summary.status == "error" else f"{summary.status}: "
+        print(f"edgeseg: error: {what}{summary.message}", file=sys.stderr)
     return code
 
 

@@ -158,6 +158,8 @@ def open_segmenter(
     threads: int | None = None,
     threshold: float | None = None,
     warm_up: int = 2,
+    check_files: bool = True,
+    preprocessing: Any = None,
 ) -> Segmenter:
     """Load an artifact (or a model name through the torch runtime) and check it fits the demo.
 
@@ -170,6 +172,9 @@ def open_segmenter(
         threads: inference threads.
         threshold: probability threshold (default: the manifest's).
         warm_up: warm-up inferences (at least one; it also checks the artifact against its manifest).
+        check_files: refuse an artifact whose files differ from the sha256 its manifest records.
+        preprocessing: the pre-processing of an artifact without a manifest (see ``runtimes.load``); with a
+            model name it replaces the checkpoint's.
 
     Raises:
         ValueError: neither or a mismatched artifact/model, or an artifact that does not fit its manifest.
@@ -183,7 +188,8 @@ def open_segmenter(
             "(runs through the torch runtime; `edgeseg models` lists names)"
         )
     if artifact is not None:
-        rt = runtimes.load(artifact, runtime=runtime, device=device, threads=threads)
+        rt = runtimes.load(artifact, runtime=runtime, device=device, threads=threads, check_files=check_files,
+                           preprocessing=preprocessing)
         if model is not None and rt.manifest is not None and rt.manifest.model != model:
             rt.close()
             raise ValueError(
@@ -197,7 +203,8 @@ def open_segmenter(
                 f"convert first (`edgeseg convert {model} ...`) and pass --artifact"
             )
         # the torch reference, or where torch is absent (a device) the artifact shipped for the model
-        rt = runtimes.load(model, runtime=runtimes.name_runtime(runtime), device=device, threads=threads)
+        rt = runtimes.load(model, runtime=runtimes.name_runtime(runtime), device=device, threads=threads,
+                           preprocessing=preprocessing)
     try:
         seg = Segmenter(rt, threshold=threshold)
         seg.warm_up(warm_up)

@@ -4,10 +4,17 @@ Both files are written under a temporary name beside the destination and renamed
 ends, whether it ended normally, by the user, or because the source vanished: what was written so far is
 finalised (a complete, decodable file), and a run killed outright leaves only a hidden temp file, never a
 truncated file under the real name.
+
+Every write is checked. OpenCV's ``VideoWriter`` reports nothing when the device fills up, so the recorder
+watches the free space after each frame, and before the file is renamed into place it is read back: it must
+hold every frame written (the container's count, and the last frame decodes). A recording that cannot be
+completed is removed and reported as a :class:`~edgeseg.common.io.WriteError` ("no space left on device
+writing X"), never kept short under its real name.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -16,11 +23,23 @@ from typing import Any, TextIO
 
 import numpy as np
 from edgeseg.apps.endoscopy import _cv
+from edgeseg.runtimes.processing import frames_in_video
 
-from edgeseg.common.io import atomic_path
+from edgeseg.common.io import LOW_SPACE_BYTES, WriteError, atomic_path, clean_stale, free_bytes, write_error
 
 # container suffix -> FourCC that this OpenCV/FFmpeg build writes (see TOOLCHAIN.md)
 CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "MJPG", ".mov": "mp4v"}
+
+
+def clean_stale_outputs(*paths: str | Path | None) -> list[Path]:
+    """Remove the hidden temporaries (``.NAME.XXXX.SUF``) that killed runs left beside these outputs, once
+    they are old enough not to belong to a live run (:func:`edgeseg.common.io.clean_stale`)."""
+    removed: list[Path] = []
+    for p in paths:
+        if p is not None:
+            p = Path(p)
+            removed += clean_stale(p.parent, (f".{p.name}.*",))
+    return removed
 
 
 class _AtomicFile:
@@ -34,6 +53,8 @@ class _AtomicFile:
         self._cm = atomic_path(self.dest)
         try:
             self.tmp = self._cm.__enter__()
+        except WriteError:
+            raise
         except OSError as exc:
             raise ValueError(f"cannot write {self.dest} ({exc.strerror}); choose a writable path") from None
 
@@ -42,8 +63,10 @@ class _AtomicFile:
         return self.dest
 
     def discard(self) -> None:
-        exc = RuntimeError("discarded")
-        self._cm.__exit__(RuntimeError, exc, None)
+        """Remove the temp file (idempotent)."""
+        if self.tmp.exists():
+            exc = RuntimeError("discarded")
+            self._cm.__exit__(RuntimeError, exc, None)
 
 
 class VideoRecorder:
@@ -52,6 +75,10 @@ class VideoRecorder:
     Args:
         path: destination (.avi MJPG, .mp4 mp4v, .mkv, .mov).
         fps: the frame rate written in the container.
+
+    Raises (from :meth:`write` and :meth:`close`):
+        WriteError: the device filled up, or the finished file does not hold every frame written; the partial
+            file is removed.
     """
 
     def __init__(self, path: str | Path, fps: float = 30.0):
@@ -67,11 +94,14 @@ class VideoRecorder:
         self.fps = float(fps)
         self.fourcc = CODECS[suffix]
         self.frames = 0
+        self.failed: WriteError | None = None
         self._file: _AtomicFile | None = None
         self._writer: Any = None
         self._size: tuple[int, int] | None = None
 
     def write(self, frame: np.ndarray) -> None:
+        if self.failed is not None:
+            raise self.failed
         cv2 = _cv.cv2()
         h, w = frame.shape[:2]
         if self._writer is None:
@@ -87,18 +117,52 @@ class VideoRecorder:
                     "lacks it); record to .avi (MJPG) instead"
                 )
             self._size = (w, h)
+        # VideoWriter.write returns nothing and raises nothing on a full device: look at the device instead
+        free = free_bytes(self._file.tmp) if self._file is not None else None
+        if free is not None and free < LOW_SPACE_BYTES:
+            raise self._fail(f"{free} bytes free after {self.frames} frames")
         if (w, h) != self._size:
             frame = cv2.resize(frame, self._size)
         self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         self.frames += 1
 
+    def _fail(self, why: str) -> WriteError:
+        """Remove the partial file; the error that says why (kept: every later call raises it)."""
+        self.failed = WriteError(errno.ENOSPC, f"no space left on device writing {self.path} ({why}; the "
+                                 "recording was not kept); free some space (or record elsewhere) and run again")
+        self.discard()
+        return self.failed
+
     def close(self) -> Path | None:
-        """Finalise the container and move it into place; returns the path (None when nothing was written)."""
+        """Finalise the container, check it holds every frame written, and move it into place; returns the
+        path (None when nothing was written).
+
+        Raises:
+            WriteError: the file is short (a full device, a failing writer): it is removed, not renamed.
+        """
+        if self.failed is not None:
+            raise self.failed
         if self._writer is None:
             return None
         self._writer.release()
         self._writer = None
-        return self._file.commit() if self._file is not None else None
+        if self._file is None:
+            return None
+        held = frames_in_video(self._file.tmp, self.frames)
+        if held != self.frames:
+            free = free_bytes(self._file.tmp)
+            if free is not None and free < LOW_SPACE_BYTES:
+                raise self._fail(f"the file holds {held} of the {self.frames} frames written")
+            self.failed = WriteError(errno.EIO, f"the recording {self.path} holds {held} of the {self.frames} "
+                                     "frames written (the video writer failed without a word); it was not kept")
+            self.discard()
+            raise self.failed
+        try:
+            return self._file.commit()
+        except OSError as exc:
+            self.failed = write_error(exc, self.path) or WriteError(exc.errno or errno.EIO,
+                                                                    f"cannot finish {self.path} ({exc})")
+            raise self.failed from None
 
     def discard(self) -> None:
         if self._writer is not None:
@@ -106,10 +170,12 @@ class VideoRecorder:
             self._writer = None
         if self._file is not None:
             self._file.discard()
+            self._file = None
 
 
 class JsonlLog:
-    """One JSON object per processed frame, finalised atomically on :meth:`close`."""
+    """One JSON object per processed frame, finalised atomically on :meth:`close` (every write checked: a full
+    device raises :class:`~edgeseg.common.io.WriteError` and the partial log is removed)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -120,21 +186,34 @@ class JsonlLog:
     def write(self, record: dict[str, Any]) -> None:
         if self._fh is None:
             raise ValueError("the log is closed")
-        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        try:
+            self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            self._failed(exc)
         self.records += 1
 
     def close(self) -> Path | None:
         if self._fh is None:
             return None
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+        except OSError as exc:
+            self._failed(exc)
         self._fh = None
         return self._file.commit()
 
+    def _failed(self, exc: OSError) -> None:
+        self.discard()
+        raise write_error(exc, self.path) or exc
+
     def discard(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                pass  # the buffered tail cannot be written: the file goes anyway
             self._fh = None
         self._file.discard()
 

@@ -34,11 +34,20 @@ from edgeseg.apps.endoscopy.capture import (
     reader_for,
 )
 from edgeseg.apps.endoscopy.inference import Segmenter, open_segmenter
-from edgeseg.apps.endoscopy.outputs import CODECS, JsonlLog, Stats, Summary, VideoRecorder
+from edgeseg.apps.endoscopy.outputs import (
+    CODECS,
+    JsonlLog,
+    Stats,
+    Summary,
+    VideoRecorder,
+    clean_stale_outputs,
+)
 from edgeseg.apps.endoscopy.overlay import HudInfo, analyse_mask, render
 from edgeseg.apps.endoscopy.serve import MjpegServer
 from edgeseg.apps.endoscopy.stabilize import Stabilizer
 from edgeseg.runtimes.processing import write_image
+
+from edgeseg.common.io import WriteError
 
 WINDOW = "edgeseg demo"
 THRESHOLD_STEP = 0.05
@@ -57,6 +66,10 @@ class DemoConfig:
         model: model name (torch runtime without artifact; a consistency check with one).
         source: camera index, device path, video file or "synthetic".
         runtime: backend (default: from the manifest).
+        check_files: refuse an artifact whose files differ from its manifest's sha256 (``--no-hash-check``
+            turns it off).
+        preprocessing: the pre-processing of an artifact without a manifest (JSON text or file; see
+            ``edgeseg.runtimes.load``).
         device: backend device.
         threads: inference threads.
         threshold: probability threshold (default: the manifest's).
@@ -79,6 +92,8 @@ class DemoConfig:
     model: str | None = None
     source: str = "synthetic"
     runtime: str | None = None
+    check_files: bool = True
+    preprocessing: str | None = None
     device: str = "cpu"
     threads: int | None = None
     threshold: float | None = None
@@ -261,6 +276,8 @@ def run_demo(
                 device=config.device,
                 threads=config.threads,
                 threshold=config.threshold,
+                check_files=config.check_files,
+                preprocessing=config.preprocessing,
             )
         source.open()  # fails here (no camera, unreadable file) before anything is written
         handed_over = True  # from here the loop's reader closes the source (and leaves a hung camera alone)
@@ -291,6 +308,7 @@ def _loop(
             server = MjpegServer(config.serve, title=f"{desc['model']} on {desc['runtime']}/{desc['device']}")
             server.start()
             _log_line(f"edgeseg demo: serving the overlay at {server.url}")
+        clean_stale_outputs(config.record, config.log)  # what killed runs left beside these outputs
         recorder = VideoRecorder(config.record, fps=source.fps or 30.0) if config.record else None
         log = JsonlLog(config.log) if config.log else None  # last: the only one that creates a file here
     except BaseException:
@@ -406,18 +424,28 @@ def _loop(
         status, message = "source-lost", str(exc)
     except KeyboardInterrupt:
         status, message = "interrupted", "stopped by Ctrl-C / SIGTERM"
+    except WriteError as exc:  # a full device: the output cannot be completed, so the run stops here
+        status, message = "error", str(exc)
     except Exception as exc:  # a runtime failing mid-stream: keep what was recorded, report it
         status, message = "error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     finally:
         wall = time.perf_counter() - t_start - warm_s
         reader.stop()
         outputs = {}
-        if recorder is not None:
-            path = recorder.close()
+        # each output is finalised only when it is whole; one that is not is removed and fails the run
+        for name, out in (("recording", recorder), ("log", log)):
+            if out is None:
+                continue
+            try:
+                path = out.close()
+            except WriteError as exc:
+                if str(exc) not in message:  # not the error that stopped the loop already
+                    message = f"{message}; {exc}" if message else str(exc)
+                status = "error"
+                continue
             if path is not None:
-                outputs["recording"] = f"{path} ({recorder.frames} frames)"
-        if log is not None:
-            outputs["log"] = f"{log.close()} ({log.records} records)"
+                count = f"{out.frames} frames" if name == "recording" else f"{out.records} records"
+                outputs[name] = f"{path} ({count})"
         if server is not None:
             outputs["stream"] = server.url
             server.close()

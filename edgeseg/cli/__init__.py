@@ -18,7 +18,7 @@ from edgeseg import __version__
 from edgeseg.common.errors import first_line
 
 # Listing order in --help; discovered modules not named here follow alphabetically.
-_ORDER = ["models", "info", "devices", "train", "evaluate", "predict", "convert", "bench", "demo"]
+_ORDER = ["models", "info", "devices", "train", "evaluate", "predict", "convert", "bench", "run", "demo"]
 
 
 class UserError(Exception):
@@ -88,11 +88,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(missing_message(exc.name, f"`edgeseg {args.command}`"), 2)
     except (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         return _fail(first_line(exc), 2)
-    except OSError as exc:
-        return _fail(f"{type(exc).__name__}: {exc}", 2)
-    except Exception as exc:  # a bug: still one line, with the way to see more
-        name = type(exc).__name__
+    except Exception as exc:
+        from edgeseg.common.io import write_error
+
+        # a full device, wherever the write happened (atomic writes name their file; others name theirs
+        # when the OS does)
+        failed = write_error(exc, getattr(exc, "filename", None)) if _looks_like_write(exc) else None
+        if failed is not None:
+            return _fail(first_line(failed), 2)
+        if isinstance(exc, OSError):
+            return _fail(f"{type(exc).__name__}: {exc}", 2)
+        name = type(exc).__name__  # a bug: still one line, with the way to see more
         return _fail(f"unexpected {name}: {exc} (set EDGESEG_DEBUG=1 for the traceback)", 1)
+
+
+def _looks_like_write(exc: BaseException) -> bool:
+    """A write failure (a WriteError, ENOSPC/EDQUOT, or a writer that says "no space"/"disk is full"), as
+    opposed to a read error that happens to share a C++ message."""
+    from edgeseg.common.io import NO_SPACE_ERRNOS, WriteError
+
+    if isinstance(exc, WriteError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "disk is full" in text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -70,6 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--db", help="history database (default: $EDGESEG_BENCH_DB or the user data dir)")
     o.add_argument("--no-db", action="store_true", help="do not store the run")
     o.add_argument("--no-html", action="store_true", help="skip the HTML report")
+    o.add_argument("--no-layers", action="store_true",
+                   help="skip the layer-wise comparison of one int8 artifact per backend (a few seconds each)")
     add_format_argument(o)
     o.add_argument("--last", type=int, default=20, help="history: how many runs (default: 20)")
     c = p.add_argument_group("gates (exit code 3 when one fails)")
@@ -182,6 +184,10 @@ def _run(args) -> int:
     if db is not None:
         db.check()  # a database the run could not be stored in is refused before the run, not after
     run = run_benchmark(cfg)
+    if not args.no_layers:
+        from edgeseg.benchmarks.layers import layer_sections
+
+        run.layers = layer_sections(run, log=lambda m: print(m, file=sys.stderr, flush=True))
     paths = write_reports(run, cfg.out, html=not args.no_html)  # the reports first: they survive a DB fault
     baseline = None
     if gates["fail_on_regression"] is not None and db is not None:

@@ -59,14 +59,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--max-dice-drop",
         type=float,
-        help="OpenVINO int8: NNCF accuracy control on the labelled "
-        "calibration folder, largest Dice drop allowed",
+        help="int8 accuracy budget: the largest Dice drop against the FP32 model on the held-back images "
+        "(default 0.01 on onnx, openvino and tflite); the most sensitive layers stay in float until it holds, "
+        "and an artifact that cannot meet it is refused (exit 1)",
+    )
+    q.add_argument("--no-budget", action="store_true", help="keep int8 whatever its Dice drop (parity still runs)")
+    q.add_argument(
+        "--keep-float",
+        default="",
+        help="comma-separated layers (module paths, as --explain names them) that int8 leaves in float",
+    )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="compare every layer of each int8/fp16 artifact with the FP32 model (relative error, SQNR, CKA) "
+        "and write <artifact>.layers.json",
     )
     o = p.add_argument_group("ONNX")
     o.add_argument("--exporter", default="torchscript", help="torchscript (default) or dynamo")
     o.add_argument("--opset", type=int, default=17, help="opset (default 17)")
     o.add_argument("--no-simplify", action="store_true", help="keep the exported graph as it is")
     p.add_argument("--name", help="file-name stem of the artifacts (default: the model name)")
+    p.add_argument("--tta", metavar="MODE", help="carry test-time augmentation in the graph: hflip (2 passes) or "
+                   "flips (4); +scales adds 0.75x/1.25x views (see `edgeseg evaluate --tta`)")
     p.add_argument("--threads", type=positive_int, help="runtime threads for verification")
 
 
@@ -108,6 +123,64 @@ def _human(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
 
 
+def _float_layers(r) -> str:
+    """The int8 budget's outcome for the table: layers kept in float (0 = all int8), or "-" without one."""
+    budget = r.manifest.quantization.get("budget")
+    if not budget:
+        return "-"
+    keep = budget.get("keep_float")
+    return "none met" if keep is None else str(len(keep))
+
+
+def _explain(results, args: argparse.Namespace, log) -> None:
+    """--explain: the layer-wise comparison of each quantized artifact, printed and written beside it."""
+    import json
+
+    from edgeseg.common.io import atomic_write_text
+    from edgeseg.converters.calibration import load_images
+    from edgeseg.converters.layerwise import explain
+    from edgeseg.weights import resolve
+
+    net = resolve(args.model, args.weights).module.eval()
+    for r in results:
+        if r.refused or r.artifact.precision == "fp32":
+            continue
+        pre = r.manifest.preprocessing
+        images = load_images(args.calib or "synthetic", 8, pre, "verification").images
+        try:
+            report = explain(r.artifact.path, net, images, threads=args.threads)
+        except NotImplementedError as exc:
+            log(f"explain {r.artifact.path.name}: {exc}")
+            continue
+        path = r.artifact.path.with_name(r.artifact.path.name + ".layers.json")
+        atomic_write_text(path, json.dumps(report.to_dict(), indent=1))
+        log(f"\nlayers of {r.artifact.path.name} ({report.n_images} images; {path.name}):")
+        log(report.table())
+        log(f"first layer under {report.to_dict()['damage_db']:g} dB: {report.first_damaged or 'none'}; "
+            f"largest single-layer drop: {report.worst_step}")
+
+
+def _next_steps(first, args: argparse.Namespace) -> list[str]:
+    """The "next:" hint: only commands that take this artifact. predict, bench and demo take 2D images; a 3D
+    artifact is scored on whole volumes by ``evaluate --artifact`` (sliding windows of its patch size), and
+    runs from Python one patch per call."""
+    path = first.artifact.path
+    if len(first.manifest.input.nchw_shape()) == 5:
+        size = "x".join(str(s) for s in first.manifest.preprocessing.size)
+        return [
+            f"next: edgeseg evaluate --artifact {path} --data MSD_FOLDER    (whole volumes, {size} windows)",
+            f"      from Python: rt = runtimes.load('{path}'); x = edgeseg.runtimes.processing."
+            "preprocess_volume(volume, rt.manifest.preprocessing), one patch per rt.infer",
+            "      (predict, bench and demo take 2D images)",
+        ]
+    weights = f" --weights {args.weights}" if args.weights else ""
+    return [
+        f"next: edgeseg predict --artifact {path} --input IMAGES --out preds/",
+        f"      edgeseg demo --artifact {path}",
+        f"      edgeseg bench --model {args.model}{weights} --targets {args.target} --precisions {args.precision}",
+    ]
+
+
 def main(args: argparse.Namespace) -> int:
     import warnings
 
@@ -138,6 +211,7 @@ def main(args: argparse.Namespace) -> int:
                 opset=args.opset,
                 simplify=not args.no_simplify,
                 name=args.name,
+                tta=args.tta,
             ),
             quant=QuantOptions(
                 calib=args.calib,
@@ -147,11 +221,15 @@ def main(args: argparse.Namespace) -> int:
                 quantizer=args.quantizer,
                 isa=args.int8_isa,
                 max_dice_drop=args.max_dice_drop,
+                budget=not args.no_budget,
+                keep_float=tuple(k.strip() for k in args.keep_float.split(",") if k.strip()),
             ),
             verify=VerifyOptions(enabled=not args.no_verify, images=args.verify_size, threads=args.threads),
             out_dir=args.out,
             log=log,
         )
+        if args.explain:
+            _explain(results, args, log)
     failed = [r for r in results if not r.passed]
     if wants_json(args):
         print_json({"artifacts": [r.to_dict() for r in results], "passed": not failed})
@@ -170,26 +248,26 @@ def main(args: argparse.Namespace) -> int:
                     f"{r.artifact.convert_time_s:.1f}",
                     f"{par['max_abs_diff']:.2g}" if "max_abs_diff" in par else "-",
                     f"{par['mask_agreement']:.4f}" if "mask_agreement" in par else "-",
-                    "ok" if r.parity is None or r.parity.passed else "FAIL",
+                    _float_layers(r),
+                    "REFUSED" if r.refused else "ok" if r.parity is None or r.parity.passed else "FAIL",
                 ]
             )
         print(
             table(
-                rows, ["artifact", "target", "precision", "size", "time s", "max|d|", "agreement", "parity"]
+                rows,
+                ["artifact", "target", "precision", "size", "time s", "max|d|", "agreement", "float layers",
+                 "parity"],
             )
         )
         if results:
-            first = results[0].artifact.path
             print("\nmanifests: <artifact>.json beside each file")
-            print(f"next: edgeseg predict --artifact {first} --input IMAGES --out preds/")
-            print(
-                f"      edgeseg bench --model {args.model} --targets {args.target} "
-                f"--precisions {args.precision}"
-            )
+            for line in _next_steps(results[0], args):
+                print(line)
     if failed:
         worst = "; ".join(
             f"{r.artifact.path.name}: {'; '.join(r.parity.failures)}" for r in failed if r.parity
         )
-        print(f"edgeseg: error: parity check failed for {len(failed)} artifact(s): {worst}", file=sys.stderr)
+        what = "refused or failed parity" if any(r.refused for r in failed) else "parity check failed"
+        print(f"edgeseg: error: {what} for {len(failed)} artifact(s): {worst}", file=sys.stderr)
         return 1
     return 0

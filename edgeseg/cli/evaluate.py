@@ -4,16 +4,25 @@ Means over cases are printed (or, with --json, one JSON object on stdout); --out
 summary.json. HD95 is averaged over the cases where it is defined (hd95_undefined counts the others:
 exactly one of prediction and ground truth empty). Metrics are computed at the masks' own resolution.
 
+--artifact scores a converted model (ONNX, OpenVINO, LiteRT, ...) through `runtimes` on the same data, resizing
+and metrics as a checkpoint, so the two figures differ only by the artifact's numerics. 3D models (checkpoints
+and artifacts alike) predict whole volumes by overlapping windows of their input size. --tta averages flipped
+(and resized) views of each input (see `edgeseg.common.tta`).
+
 Examples:
   edgeseg evaluate --model ultralightunet-s --data data/kvasir-seg --split val --json
   edgeseg evaluate --weights runs/uls/best.pt --data synthetic --out reports/uls
   edgeseg evaluate --model ultralightunet-s --data data/kvasir-seg --split val --shift brightness=0.7
+  edgeseg evaluate --model ultralightunet-s --data data/kvasir-seg --split val --tta flips
+  edgeseg evaluate --artifact exports/ultralightunet3d-s_fp32.onnx --data Task09_Spleen
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
 
 from edgeseg.cli._format import add_format_argument, wants_json
 from edgeseg.common.args import positive_int
@@ -23,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("weights")
     src.add_argument("--weights", default=None, help="checkpoint file (edgeseg checkpoint or state_dict)")
     src.add_argument("--model", default=None, help="registry name; without --weights its shipped weights are used")
+    src.add_argument("--artifact", default=None, help="a converted model with its manifest, run through `runtimes`")
+    src.add_argument("--runtime", default=None, help="with --artifact: the backend (default: the manifest's)")
     p.add_argument("--data", default="synthetic", help="dataset folder or synthetic[:N]")
     p.add_argument("--split", default=None,
                    help="split to evaluate (default: val when the data has one, else every pair; 'all' for every pair)")
@@ -34,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shift", default=None, metavar="KIND=FACTOR",
                    help="evaluate on re-lit or re-framed images, a robustness check: brightness, contrast, "
                         "saturation or zoom (e.g. brightness=0.7, zoom=0.75); 2D only")
+    p.add_argument("--tta", default=None, metavar="MODE",
+                   help="test-time augmentation: hflip (2 passes), flips (4: both mirrors and both), or "
+                        "hflip+scales / flips+scales (also at 0.75x and 1.25x, 2D only); logits are averaged")
     add_format_argument(p)
 
 
@@ -58,17 +72,27 @@ def resolve_model(weights: str | None, model: str | None):
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from edgeseg.common.io import atomic_write_json, atomic_write_text, check_writable_dir
-    from edgeseg.data.sources import _has_split, _is_synthetic, open_split
+    from edgeseg.common.io import check_writable_dir
     from edgeseg.data.transforms import parse_shift, preprocessing_dict
-    from edgeseg.train.evaluate import evaluate_pairs
 
     if args.threads:
         torch.set_num_threads(args.threads)
     shift = parse_shift(args.shift) if args.shift else None
+    if args.tta:
+        from edgeseg.common.tta import parse_tta
+
+        parse_tta(args.tta)  # an unknown mode fails before any work
     out = check_writable_dir(args.out) if args.out else None
+    if args.artifact:
+        return _evaluate_artifact(args, shift, out)
+    if args.runtime:
+        raise ValueError("--runtime goes with --artifact; checkpoints (--weights/--model) run on torch")
     net, ckpt, wdesc = resolve_model(args.weights, args.model)
     cfg = net.model_cfg
+    if args.tta:
+        from edgeseg.layers.tta import TestTimeAugmentation
+
+        net = TestTimeAugmentation(net, args.tta)
     if cfg.spatial_dims == 3:
         if shift is not None:
             raise ValueError("--shift is for 2D images; drop it for 3D checkpoints")
@@ -79,6 +103,17 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"--img-size must be a multiple of {cfg.divisible_by}, got {args.img_size}")
         pre["size"] = [args.img_size, args.img_size]
     num_classes = int(((ckpt or {}).get("model_kwargs") or {}).get("num_classes", cfg.num_classes))
+    return _evaluate_images(args, net, cfg.name, pre, num_classes, wdesc, shift, out)
+
+
+def _evaluate_images(args, net, name: str, pre: dict, num_classes: int, wdesc: str, shift, out) -> int:
+    """2D: every pair at its own size (the model input resized), means printed or as JSON."""
+    import torch
+
+    from edgeseg.common.io import atomic_write_json, atomic_write_text
+    from edgeseg.data.sources import _has_split, _is_synthetic, open_split
+    from edgeseg.train.evaluate import evaluate_pairs
+
     split = args.split
     if split is None:
         split = "val" if _is_synthetic(args.data) or _has_split_safe(args.data, _has_split) else None
@@ -89,9 +124,10 @@ def main(args: argparse.Namespace) -> int:
     pairs = _NativeSize(ds, shift)
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     net.to(device)
+    t0 = time.perf_counter()
     res = evaluate_pairs(net, pairs, pre, num_classes, args.batch_size, device, ids=ds.ids)
-    summary = {**res.summary(), "model": cfg.name, "weights": wdesc, "data": args.data, "split": split,
-               "img_size": pre["size"]}
+    summary = {**res.summary(), "model": name, "weights": wdesc, "data": args.data, "split": split,
+               "img_size": pre["size"], **_run_facts(args, t0, res.n)}
     if shift is not None:
         summary["shift"] = f"{shift[0]}={shift[1]:g}"
     if out is not None:
@@ -103,8 +139,9 @@ def main(args: argparse.Namespace) -> int:
         print_json(summary)
     else:
         m = res.mean
-        print(f"{cfg.name} on {args.data} (split {split}, n={res.n}, input {pre['size'][0]}x{pre['size'][1]}"
-              + (f", shift {summary['shift']}" if shift else "") + "):")
+        print(f"{name} on {args.data} (split {split}, n={res.n}, input {pre['size'][0]}x{pre['size'][1]}"
+              + (f", shift {summary['shift']}" if shift else "") + (f", tta {args.tta}" if args.tta else "")
+              + "):")
         print(f"  Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  recall {m['recall']:.4f}  "
               f"precision {m['precision']:.4f}  HD95 {m['hd95']:.2f} px ({m['hd95_undefined']} undefined)")
         if out is not None:
@@ -112,29 +149,85 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_volumes(args, net, ckpt, wdesc: str, out) -> int:
-    """3D checkpoints: whole volumes by sliding windows (the training's validation, see volume_loop)."""
+def _run_facts(args, t0: float, n: int) -> dict:
+    """What the figures cost and were made with: TTA mode, threads, seconds per case."""
+    import torch
+
+    facts = {"seconds_per_case": round((time.perf_counter() - t0) / max(1, n), 4),
+             "threads": args.threads or torch.get_num_threads()}
+    if args.tta:
+        from edgeseg.common.tta import parse_tta
+
+        facts["tta"] = parse_tta(args.tta).to_dict()
+    return facts
+
+
+def _evaluate_artifact(args, shift, out) -> int:
+    """A converted model through `runtimes`: the checkpoint's evaluation code with the artifact inside."""
+    from edgeseg import runtimes
+    from edgeseg.cli._inference import is_volume_model, runner_module, with_tta
+
+    if args.weights or args.model:
+        raise ValueError("pass one of --artifact, --weights or --model")
+    if args.img_size:
+        raise ValueError("--img-size is fixed by the artifact (its manifest's size); drop it")
+    device = {"auto": "cpu", "cuda": "gpu"}.get(args.device, args.device)
+    with runtimes.load(args.artifact, runtime=args.runtime, device=device, threads=args.threads) as rt:
+        runner = with_tta(rt, args.tta)
+        m = rt.manifest
+        wdesc = f"artifact:{Path(args.artifact).name} ({m.target} {m.precision})"
+        num_classes = int(m.postprocessing.num_classes)
+        if is_volume_model(m):
+            if shift is not None:
+                raise ValueError("--shift is for 2D images; drop it for 3D artifacts")
+            pre = m.preprocessing
+            ckpt = {"preprocessing": {"kind": "volume", "patch_size": list(pre.size),
+                                      "intensity_clip": pre.intensity_clip}, "model_kwargs":
+                    {"num_classes": num_classes}}
+            return _evaluate_volumes(args, runner, ckpt, wdesc, out, name=m.model)
+        pre = m.preprocessing
+        if pre.resize != "stretch":
+            raise ValueError(f"{args.artifact} takes {pre.resize} input and evaluate stretches images to the "
+                             "model size; score it with `edgeseg bench --artifact`")
+        pre_dict = {"size": list(pre.size), "mean": list(pre.mean), "std": list(pre.std), "color": pre.color,
+                    "resize": pre.resize}
+        return _evaluate_images(args, runner_module(runner), m.model, pre_dict, num_classes, wdesc, shift, out)
+
+
+def _evaluate_volumes(args, net, ckpt, wdesc: str, out, name: str | None = None) -> int:
+    """3D models: whole volumes by sliding windows (the training's validation, see volume_loop); ``net`` is a
+    torch module or a runner of a 3D artifact (whose input size is the window)."""
     import torch
 
     from edgeseg.common.io import atomic_write_json, atomic_write_text
     from edgeseg.train.volume_loop import eval_volumes, evaluate_volumes
 
-    cfg = net.model_cfg
     pre = (ckpt or {}).get("preprocessing") or {}
     recipe = (ckpt or {}).get("recipe") or {}
-    patch = int(args.img_size or (pre.get("patch_size") or cfg.input_size)[0])
-    if patch % cfg.divisible_by:
-        raise ValueError(f"--img-size must be a multiple of {cfg.divisible_by}, got {patch}")
+    if isinstance(net, torch.nn.Module):
+        cfg = net.model_cfg
+        name = cfg.name
+        patch = int(args.img_size or (pre.get("patch_size") or cfg.input_size)[0])
+        if patch % cfg.divisible_by:
+            raise ValueError(f"--img-size must be a multiple of {cfg.divisible_by}, got {patch}")
+        window: tuple[int, ...] = (patch,) * 3
+        num_classes = int(((ckpt or {}).get("model_kwargs") or {}).get("num_classes", cfg.num_classes))
+        device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+        net.to(device)
+    else:  # a runner: the window is the artifact's input size
+        from edgeseg.common.sliding import window_of
+
+        window = window_of(net.manifest)
+        patch, device = int(window[0]), "cpu"
+        num_classes = int(ckpt["model_kwargs"]["num_classes"])
     clip = tuple(pre["intensity_clip"]) if pre.get("intensity_clip") else None
     split = {None: "val", "all": None}.get(args.split, args.split)
     cases, ids, split = eval_volumes(args.data, split, patch, int(recipe.get("seed", 0)), clip)
-    num_classes = int(((ckpt or {}).get("model_kwargs") or {}).get("num_classes", cfg.num_classes))
-    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-    net.to(device)
-    res = evaluate_volumes(net, cases, ids, patch, num_classes, device, float(recipe.get("sw_overlap", 0.25)),
+    t0 = time.perf_counter()
+    res = evaluate_volumes(net, cases, ids, window, num_classes, device, float(recipe.get("sw_overlap", 0.25)),
                            args.batch_size)
-    summary = {**res.summary(), "model": cfg.name, "weights": wdesc, "data": args.data, "split": split,
-               "img_size": [patch] * 3}
+    summary = {**res.summary(), "model": name, "weights": wdesc, "data": args.data, "split": split,
+               "img_size": list(window), **_run_facts(args, t0, res.n)}
     if out is not None:
         atomic_write_text(out / "per_case.csv", res.to_csv())
         atomic_write_json(out / "summary.json", summary)
@@ -144,7 +237,8 @@ def _evaluate_volumes(args, net, ckpt, wdesc: str, out) -> int:
         print_json(summary)
     else:
         m = res.mean
-        print(f"{cfg.name} on {args.data} (split {split}, n={res.n}, sliding {patch}^3 windows):")
+        print(f"{name} on {args.data} (split {split}, n={res.n}, sliding {'x'.join(map(str, window))} windows"
+              + (f", tta {args.tta}" if args.tta else "") + "):")
         print(f"  Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  recall {m['recall']:.4f}  "
               f"precision {m['precision']:.4f}  HD95 {m['hd95']:.2f} voxels ({m['hd95_undefined']} undefined)")
     return 0

@@ -6,9 +6,15 @@ Examples:
   edgeseg predict --weights runs/exp1/best.pt --input polyp.jpg --out preds/      (torch reference)
 
 For each image: <name>_mask.png (0/255; class labels spread over 0-255 for multi-class) and
-<name>_overlay.jpg; for a video: <name>_overlay.mp4 (or .avi). predictions.json lists every output with
+<name>_overlay.jpg; for a video: <name>_overlay.mp4 (or .avi); for a NIfTI volume (3D models: a .nii/.nii.gz
+file or a folder of them), <name>_label.nii.gz, predicted by overlapping windows of the model's input size. predictions.json lists every output with
 its foreground fraction and inference time. --artifact runs through the device-side `runtimes` package
 only (no torch); --weights/--model use the torch reference runtime.
+
+An artifact without its manifest is refused (its pre-processing cannot be read from the model file): re-convert
+it, or give the pre-processing with --preprocessing JSON_OR_FILE, e.g.
+  edgeseg predict --artifact third_party.onnx --input frames/ --out preds/ \
+      --preprocessing '{"size": [256, 256], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}'
 """
 
 from __future__ import annotations
@@ -39,11 +45,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None, help="mask threshold (default: the manifest's)")
     p.add_argument("--no-hash-check", action="store_true",
                    help="run an artifact whose files differ from its manifest's sha256 (edited on purpose)")
+    p.add_argument("--preprocessing", metavar="JSON_OR_FILE",
+                   help="pre-processing of an artifact without a manifest (refused otherwise), as a JSON object "
+                        "or file: '{\"size\": [256, 256], \"mean\": [0.485, 0.456, 0.406], \"std\": [0.229, "
+                        "0.224, 0.225]}' (optional: resize stretch|letterbox, color rgb|gray); another artifact's "
+                        "manifest works too. With --weights/--model it replaces the checkpoint's")
     p.add_argument("--batch", type=int, default=1, help="images per inference call (default 1)")
     p.add_argument("--alpha", type=float, default=0.4, help="overlay opacity (default 0.4)")
     p.add_argument("--overlay-format", choices=["jpg", "png"], default="jpg", help="overlay image format")
     p.add_argument("--video-format", choices=["mp4", "avi"], default="mp4",
                    help="overlay video container (mp4: mp4v, avi: MJPG)")
+    p.add_argument("--tta", metavar="MODE", help="test-time augmentation: hflip (2 passes), flips (4), or "
+                   "hflip+scales / flips+scales (also at 0.75x and 1.25x, 2D only); logits are averaged")
     add_format_argument(p)
 
 
@@ -57,7 +70,7 @@ def _open_runner(args: argparse.Namespace) -> Any:
         if args.model:
             raise ValueError("--model goes with --weights (or alone), not with --artifact")
         return runtimes.load(args.artifact, runtime=args.runtime, device=args.device, threads=args.threads,
-                             check_files=not args.no_hash_check)
+                             check_files=not args.no_hash_check, preprocessing=args.preprocessing)
     runtime = runtimes.name_runtime(args.runtime)
     if runtime not in (None, "torch"):
         raise ValueError(f"--weights/--model run on the torch reference runtime, not {args.runtime!r}; "
@@ -66,14 +79,16 @@ def _open_runner(args: argparse.Namespace) -> Any:
         if not Path(args.weights).is_file():
             raise FileNotFoundError(f"weights file not found: {args.weights}")
         opts = {"model": args.model} if args.model else {}
-        return runtimes.load(args.weights, runtime="torch", device=args.device, threads=args.threads, **opts)
+        return runtimes.load(args.weights, runtime="torch", device=args.device, threads=args.threads,
+                             preprocessing=args.preprocessing, **opts)
     if args.model:
         if runtime is None:  # no torch here: the verified artifact shipped for the model
             import sys
 
             print(f"edgeseg: torch is not installed: running the artifact shipped for {args.model}",
                   file=sys.stderr)
-        return runtimes.load(args.model, runtime=runtime, device=args.device, threads=args.threads)
+        return runtimes.load(args.model, runtime=runtime, device=args.device, threads=args.threads,
+                             preprocessing=args.preprocessing)
     raise ValueError("say which model to run: --artifact PATH, --weights CKPT or --model NAME")
 
 
@@ -135,9 +150,11 @@ def _predict_images(runner: Any, files: list[Path], out: Path, args: argparse.Na
 
 
 def _predict_video(runner: Any, path: Path, out: Path, args: argparse.Namespace) -> list[dict]:
+    import errno
+
     from edgeseg.common.deps import require
-    from edgeseg.common.io import atomic_path
-    from edgeseg.runtimes.processing import overlay, postprocess, preprocess
+    from edgeseg.common.io import LOW_SPACE_BYTES, WriteError, atomic_path, free_bytes
+    from edgeseg.runtimes.processing import frames_in_video, overlay, postprocess, preprocess
 
     cv2 = require("cv2", "video prediction")
     m = runner.manifest
@@ -170,6 +187,10 @@ def _predict_video(runner: Any, path: Path, out: Path, args: argparse.Namespace)
                         if not writer.isOpened():
                             raise ValueError(f"OpenCV cannot write {args.video_format} video here; "
                                              "try --video-format avi")
+                    free = free_bytes(tmp)  # VideoWriter says nothing when the device fills up
+                    if free is not None and free < LOW_SPACE_BYTES:
+                        raise WriteError(errno.ENOSPC, f"no space left on device writing {dest} ({free} bytes "
+                                         f"free after {frames} frames); free some space and run again")
                     writer.write(shown)
                     frames += 1
             finally:
@@ -177,6 +198,10 @@ def _predict_video(runner: Any, path: Path, out: Path, args: argparse.Namespace)
                     writer.release()
             if frames == 0:
                 raise ValueError(f"{path}: no frames could be read from this video")
+            held = frames_in_video(tmp, frames)
+            if held != frames:  # read back before it is renamed into place: never a short file
+                raise WriteError(errno.EIO, f"the video written to {dest} holds {held} of its {frames} frames "
+                                 "(the video writer failed without a word, e.g. a full device); it was not kept")
     finally:
         cap.release()
     times.sort()
@@ -194,14 +219,24 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
-    kind, files = _inputs(Path(args.input))
+    from edgeseg.cli import _inference as inf
+
+    volumes = inf.volume_inputs(Path(args.input))  # NIfTI volumes, for 3D models
+    kind, files = ("volumes", volumes) if volumes else _inputs(Path(args.input))
     out = check_writable_dir(args.out)
-    with _open_runner(args) as runner:
-        if runner.manifest.inputs[0].layout == "ncdhw":
-            raise ValueError(f"{runner.manifest.model or args.weights or args.model} is a 3D model and predict "
-                             "segments 2D images and videos; evaluate volumes with `edgeseg evaluate --weights "
-                             "CKPT --data MSD_FOLDER`")
-        if kind == "video":
+    with _open_runner(args) as opened:
+        runner = inf.with_tta(opened, args.tta)
+        if inf.is_volume_model(runner.manifest) != (kind == "volumes"):
+            name = runner.manifest.model or args.weights or args.model
+            if kind == "volumes":
+                raise ValueError(f"{name} is a 2D model and {args.input} holds NIfTI volumes: give images, a "
+                                 "folder of images or a video, or a 3D model")
+            raise ValueError(f"{name} is a 3D model: give NIfTI volumes (.nii, .nii.gz: a file or a folder) as "
+                             "--input, not images or videos; score volumes against labels with `edgeseg "
+                             "evaluate`")
+        if kind == "volumes":
+            rows = inf.predict_volumes(runner, files, out, args.threshold)
+        elif kind == "video":
             rows = _predict_video(runner, files[0], out, args)
         else:
             rows = _predict_images(runner, files, out, args)
@@ -212,7 +247,8 @@ def main(args: argparse.Namespace) -> int:
     if wants_json(args):
         print_json(summary)
         return 0
-    what = f"{rows[0]['frames']} video frames" if kind == "video" else f"{len(rows)} image(s)"
+    what = {"video": f"{rows[0].get('frames')} video frames", "volumes": f"{len(rows)} volume(s)"}.get(
+        kind, f"{len(rows)} image(s)")
     print(f"segmented {what} with {info['runtime']} {info.get('version') or ''} on {info['device']}; "
           f"wrote to {out} (see predictions.json)")
     return 0

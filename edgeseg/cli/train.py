@@ -7,10 +7,18 @@ Examples:
   edgeseg train --model ultralightunet-s --data data/kvasir-seg --epochs 100 --out runs/uls
   edgeseg train --model ultralightunet-t --data synthetic --epochs 5 --img-size 96 --out runs/t
   edgeseg train --model ultralightunet3d-s --data Task09_Spleen --intensity-clip=-100,240 --img-size 96
+  edgeseg train --model ultralightunet-s --data data/CVC-ClinicDB --skip-attention ag --clip 1.0 --amp on
+
+Image folders: Kvasir-SEG's images/ + masks/, the official CVC-ClinicDB (Original/ + Ground Truth/, TIFF) and
+CVC-ColonDB (<n>.tiff + p<n>.tiff) releases, <stem>_mask naming; see edgeseg.data.folder.
 
 3D models train on cubic patches of side --img-size drawn from a Medical Segmentation Decathlon folder
-(dataset.json, imagesTr/, labelsTr/) or from synthetic CT-like phantoms (--data synthetic[:N]), and are
+(dataset.json, imagesTr/, labelsTr/), from NIfTI image/label folders paired by name (imagesTr/ + labelsTr/ or
+images/ + labels/, no dataset.json), or from synthetic CT-like phantoms (--data synthetic[:N]), and are
 validated on whole volumes by sliding windows.
+
+--skip-attention, --clip and --amp are declared once, on edgeseg.train.config.TrainConfig: the flag, the
+checkpoint's recipe and the model card follow from that declaration.
 """
 
 from __future__ import annotations
@@ -18,12 +26,14 @@ from __future__ import annotations
 import argparse
 
 from edgeseg.common.args import positive_int
+from edgeseg.train.config import add_declared_arguments, declared_values
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="registry name (see `edgeseg models`)")
     p.add_argument("--data", default="synthetic",
-                   help="dataset folder (images/ + masks/, <stem>_mask.png, train.txt/val.txt) or synthetic[:N]")
+                   help="dataset folder (images/ + masks/, Original/ + 'Ground Truth'/, <n> + p<n>, <stem>_mask.png, "
+                        "train.txt/val.txt; 3D: an MSD folder or imagesTr/ + labelsTr/) or synthetic[:N]")
     p.add_argument("--val", default=None, help="validation folder or synthetic[:N] (default: the data's val "
                                                "split, else a fixed 10%% hold-out)")
     p.add_argument("--epochs", type=int, default=50)
@@ -58,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default 0 = off)")
     p.add_argument("--max-steps", type=int, default=None, help="cap steps per epoch (quick checks)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_declared_arguments(p)  # --skip-attention, --clip, --amp: declared once, on TrainConfig
     vol = p.add_argument_group("3D models")
     vol.add_argument("--patches-per-case", type=int, default=4, help="patches drawn from each volume per epoch")
     vol.add_argument("--fg-ratio", type=float, default=0.5, help="share of patches centred on foreground")
@@ -96,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
         channels_last=not args.no_channels_last, init=args.init, ema=args.ema, loss=args.loss,
         max_steps_per_epoch=args.max_steps,
         progress=not args.no_progress, patches_per_case=args.patches_per_case, fg_ratio=args.fg_ratio,
-        intensity_clip=_window(args.intensity_clip), sw_overlap=args.sw_overlap,
+        intensity_clip=_window(args.intensity_clip), sw_overlap=args.sw_overlap, **declared_values(args),
     )
     res = train(cfg)
     b = res.best

@@ -7,13 +7,75 @@ temporary name in the destination folder and renamed into place only once it is 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+class WriteError(OSError):
+    """A file could not be written (device full, quota, I/O error). The message is one line that names the
+    file; the partial file was removed, never renamed into place."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+# what the C++ writers say when a write fails (torch.save's PyTorchStreamWriter, std::ofstream users such as
+# OpenVINO's serializer): they carry no errno, so the free space tells a full device from another failure
+_NATIVE_WRITE_FAILURES = ("inline_container.cc", "file write failed", "unexpected pos", "basic_ios::clear",
+                          "iostream error", "No space left on device", "database or disk is full")
+NO_SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+LOW_SPACE_BYTES = 1 << 20  # less than this free after a failed write: the device is full
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Bytes free for this user on the device that holds ``path`` (its nearest existing folder); None when
+    it cannot be told."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p if p.is_dir() else p.parent).free
+    except OSError:
+        return None
+
+
+def write_error(exc: BaseException, path: str | Path | None) -> WriteError | None:
+    """The one-line :class:`WriteError` for ``exc`` when it is a failed write of ``path`` (ENOSPC/EDQUOT,
+    EIO, or the messages of torch's and C++ writers), else None.
+
+    Examples:
+        >>> str(write_error(OSError(errno.ENOSPC, "No space left on device"), "runs/a/best.pt"))
+        'no space left on device writing runs/a/best.pt; free some space (or write elsewhere) and run again'
+    """
+    if isinstance(exc, WriteError):
+        return exc
+    where = f" writing {path}" if path is not None else ""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code in NO_SPACE_ERRNOS:
+        return _no_space(where, code)
+    if code == errno.EIO:
+        return WriteError(errno.EIO, f"I/O error{where}: the device failed; check it and run again")
+    text = str(exc)
+    if isinstance(exc, (RuntimeError, OSError)) and any(m in text for m in _NATIVE_WRITE_FAILURES):
+        free = free_bytes(path) if path is not None else None
+        if "No space left" in text or "disk is full" in text or (free is not None and free < LOW_SPACE_BYTES):
+            return _no_space(where, errno.ENOSPC)
+        line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        what = str(path) if path is not None else "a file"
+        return WriteError(errno.EIO, f"cannot write {what} ({type(exc).__name__}: {line[:160]}); check the "
+                                     "device and run again")
+    return None
+
+
+def _no_space(where: str, code: int) -> WriteError:
+    return WriteError(code, f"no space left on device{where}; free some space (or write elsewhere) and run again")
 
 
 @contextlib.contextmanager
@@ -24,20 +86,29 @@ def atomic_path(dest: str | Path, suffix: str | None = None) -> Iterator[Path]:
 
         with atomic_path("model.onnx") as tmp:
             torch.onnx.export(model, x, tmp)
+
+    Raises:
+        WriteError: the write failed for want of space (or on an I/O error): one line naming ``dest``.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix or ".tmp",
-                               dir=dest.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix or ".tmp",
+                                   dir=dest.parent)
+    except OSError as exc:
+        raise write_error(exc, dest) or exc from None
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; finished files get the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        failed = write_error(exc, dest)
+        if failed is not None and failed is not exc:
+            raise failed from exc
         raise
 
 

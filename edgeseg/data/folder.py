@@ -1,8 +1,13 @@
-"""Image/mask folder datasets (torch-free): Kvasir-SEG / CVC-ClinicDB, BUSI / PolypGen naming, split files.
+"""Image/mask folder datasets (torch-free): Kvasir-SEG, CVC-ClinicDB, CVC-ColonDB, BUSI / PolypGen naming, splits.
 
 Layouts found by :func:`find_pairs`:
 
-- ``root/images/<id>.<ext>`` + ``root/masks/<id>.<ext>`` (Kvasir-SEG, CVC-ClinicDB; extensions may differ);
+- ``root/images/<id>.<ext>`` + ``root/masks/<id>.<ext>`` (Kvasir-SEG, and the PNG copies of CVC-ClinicDB and
+  CVC-ColonDB that PraNet's test sets made common; extensions may differ);
+- ``root/Original/<n>.tif`` + ``root/Ground Truth/<n>.tif`` (the official CVC-ClinicDB release, TIFF images
+  and masks; ``GroundTruth/`` is accepted too);
+- ``root/<n>.<ext>`` + ``root/p<n>.<ext>`` side by side (the official CVC-ColonDB release: ``.bmp`` or
+  ``.tiff``; its other per-frame files ``s<n>`` (non-informative region) and ``c<n>`` (contour) are ignored);
 - ``<stem>.<ext>`` + ``<stem>_mask.<ext>`` side by side, in ``root`` or any sub-folder (BUSI, PolypGen);
   extra masks ``<stem>_mask_1.png`` ... are merged into the first (BUSI has a few);
 - ``root/<split>/`` holding either of the above, or ``root/<split>.txt`` listing the ids of a split
@@ -15,6 +20,7 @@ Images are returned as RGB uint8 (grayscale inputs are repeated) or gray (``colo
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,15 +62,56 @@ def _read_split_ids(path: Path) -> list[str]:
     return ids
 
 
-def _pairs_images_masks(root: Path) -> list[Pair]:
-    images = _images_in(root / "images")
-    masks = _images_in(root / "masks")
+# (image folder, mask folder) of the two-folder layouts: Kvasir-SEG's, then the official CVC-ClinicDB's
+FOLDER_LAYOUTS = (("images", "masks"), ("Original", "Ground Truth"), ("Original", "GroundTruth"))
+_COLONDB_IMAGE = re.compile(r"\d+")
+_COLONDB_MASK = re.compile(r"p(\d+)")
+
+
+def _pairs_images_masks(root: Path, image_dir: str = "images", mask_dir: str = "masks") -> list[Pair]:
+    images = _images_in(root / image_dir)
+    masks = _images_in(root / mask_dir)
     pairs = []
     for sid, img in images.items():
         m = masks.get(sid) or masks.get(f"{sid}_mask")
         if m is None:
-            raise FileNotFoundError(f"missing mask for {img}: expected {root / 'masks' / sid}.<jpg|png|...>")
+            raise FileNotFoundError(f"missing mask for {img}: expected {root / mask_dir / sid}.<jpg|png|tif|...>")
         pairs.append(Pair(sid, img, (m,)))
+    return pairs
+
+
+def _two_folders(root: Path) -> tuple[str, str] | None:
+    """The (image, mask) folder names of ``root``'s two-folder layout, or None when it has none.
+
+    Raises:
+        FileNotFoundError: an image folder without its mask folder.
+    """
+    for image_dir, mask_dir in FOLDER_LAYOUTS:
+        if (root / image_dir).is_dir() and (root / mask_dir).is_dir():
+            return image_dir, mask_dir
+    for image_dir in dict.fromkeys(i for i, _ in FOLDER_LAYOUTS):
+        if (root / image_dir).is_dir():
+            wanted = " or ".join(f"{m}/" for i, m in FOLDER_LAYOUTS if i == image_dir)
+            raise FileNotFoundError(f"{root} has {image_dir}/ but no {wanted} folder; the masks must be in "
+                                    f"{root / wanted.split(' or ')[0].rstrip('/')}")
+    return None
+
+
+def _pairs_numbered(root: Path) -> list[Pair]:
+    """CVC-ColonDB: ``<n>.<ext>`` images with ``p<n>.<ext>`` polyp masks in one folder (``s<n>``/``c<n>``
+    files, the non-informative-region and contour masks, are not used); [] when the folder is not so named."""
+    files = _images_in(root)
+    masks = {m.group(1): p for stem, p in files.items() if (m := _COLONDB_MASK.fullmatch(stem))}
+    if not masks:
+        return []
+    pairs = []
+    for stem, img in files.items():
+        if not _COLONDB_IMAGE.fullmatch(stem):
+            continue
+        if stem not in masks:
+            raise FileNotFoundError(f"missing mask for {img}: expected {root / ('p' + stem)}{img.suffix} "
+                                    "(the CVC-ColonDB naming: <n> image, p<n> polyp mask)")
+        pairs.append(Pair(stem, img, (masks[stem],)))
     return pairs
 
 
@@ -110,22 +157,23 @@ def find_pairs(root: str | Path, split: str | None = None) -> list[Pair]:
         raise FileNotFoundError(f"dataset folder not found: {root}")
     if split is not None and (root / split).is_dir():
         return find_pairs(root / split)
-    if (root / "images").is_dir():
-        if not (root / "masks").is_dir():
-            raise FileNotFoundError(f"{root} has images/ but no masks/ folder; masks must be in {root / 'masks'}")
-        pairs = _pairs_images_masks(root)
+    folders = _two_folders(root)
+    if folders is not None:
+        pairs = _pairs_images_masks(root, *folders)
     else:
-        pairs = _pairs_suffix(root)
+        pairs = _pairs_numbered(root) or _pairs_suffix(root)
     if not pairs:
         raise ValueError(
-            f"no image/mask pairs in {root}: expected images/<id>.jpg + masks/<id>.jpg, "
-            "or <stem>.png + <stem>_mask.png"
+            f"no image/mask pairs in {root}: expected images/<id>.jpg + masks/<id>.jpg, Original/<n>.tif + "
+            "'Ground Truth'/<n>.tif (CVC-ClinicDB), <n>.tiff + p<n>.tiff (CVC-ColonDB), or <stem>.png + "
+            "<stem>_mask.png"
         )
     if split is not None:
         split_file = root / f"{split}.txt"
         if not split_file.is_file():
+            layout_dirs = {d for pair in FOLDER_LAYOUTS for d in pair}
             have = sorted({p.stem for p in root.glob("*.txt")} | {d.name for d in root.iterdir() if d.is_dir()
-                                                                   and d.name not in ("images", "masks")})
+                                                                   and d.name not in layout_dirs})
             raise FileNotFoundError(
                 f"split {split!r} not found: no {split_file} and no folder {root / split} "
                 f"(available: {', '.join(have) or 'none'}; or pass no split to use every pair)"

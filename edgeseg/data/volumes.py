@@ -1,8 +1,11 @@
-"""3D volumes: NIfTI in the Medical Segmentation Decathlon layout, intensity normalisation, foreground-aware
-patch sampling, and sliding-window inference (MONAI's).
+"""3D volumes: NIfTI in the Medical Segmentation Decathlon layout or in image/label folders paired by name,
+intensity normalisation, foreground-aware patch sampling, and sliding-window inference.
 
 MSD layout: ``root/dataset.json`` (``"training": [{"image": "./imagesTr/x.nii.gz", "label":
 "./labelsTr/x.nii.gz"}, ...]``, ``"labels"``, ``"modality"``), ``root/imagesTr/``, ``root/labelsTr/``.
+Without ``dataset.json``: ``root/imagesTr/`` + ``root/labelsTr/`` (or ``images/`` + ``labels/``) whose NIfTI
+files (``.nii`` or ``.nii.gz``) pair by name; an image may carry nnU-Net's channel suffix (``x_0000.nii.gz``
+for the label ``x.nii.gz``). The classes are then counted from the labels (background + the largest label).
 Arrays are returned channels-first in (D, H, W) order (NIfTI's (X, Y, Z) axes reversed), with the voxel
 spacing in the same order. nibabel (and MONAI for sliding windows) come with ``pip install 'edgeseg[3d]'``.
 """
@@ -84,6 +87,78 @@ def msd_cases(root: str | Path) -> tuple[list[VolumeCase], dict[str, Any]]:
     return cases, meta
 
 
+# (image folder, label folder) of the paired layout, in the order they are looked for
+PAIRED_FOLDERS = (("imagesTr", "labelsTr"), ("images", "labels"))
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def _nifti_stem(path: Path) -> str | None:
+    name = path.name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix) and not name.startswith("."):
+            return name[: -len(suffix)]
+    return None
+
+
+def _niftis(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        stem = _nifti_stem(p)
+        if stem is not None and p.is_file():
+            found.setdefault(stem, p)
+    return found
+
+
+def paired_cases(root: str | Path) -> list[VolumeCase]:
+    """The cases of NIfTI image/label folders without ``dataset.json``, paired by file name.
+
+    ``imagesTr/x.nii.gz`` pairs with ``labelsTr/x.nii.gz`` (``.nii`` and ``.nii.gz`` mix freely); nnU-Net's
+    single-channel ``x_0000.nii.gz`` pairs with ``x.nii.gz`` too. ``images/`` + ``labels/`` work the same.
+
+    Raises:
+        FileNotFoundError: no such folders, or an image without its label (or a label without its image).
+        ValueError: the folders hold no NIfTI files, or a multi-channel nnU-Net case (``x_0001``).
+    """
+    root = Path(root)
+    for image_dir, label_dir in PAIRED_FOLDERS:
+        if (root / image_dir).is_dir() and (root / label_dir).is_dir():
+            break
+    else:
+        raise FileNotFoundError(
+            f"{root} holds no volumes: no {root / 'dataset.json'} (a Medical Segmentation Decathlon folder) and no "
+            "NIfTI image/label folders paired by name (imagesTr/ + labelsTr/, or images/ + labels/)")
+    images, labels = _niftis(root / image_dir), _niftis(root / label_dir)
+    if not images:
+        raise ValueError(f"{root / image_dir} holds no NIfTI volumes (.nii or .nii.gz)")
+    cases, used = [], set()
+    for stem, img in images.items():
+        case = stem
+        if stem not in labels and stem[-5:-4] == "_" and stem[-4:].isdigit():  # nnU-Net channel suffix
+            case = stem[:-5]
+            if stem[-4:] != "0000":
+                raise ValueError(f"{img}: multi-channel nnU-Net cases (_0001, ...) are not read; store the "
+                                 "channels in one 4D NIfTI per case")
+        if case not in labels:
+            raise FileNotFoundError(f"missing label for {img}: expected {root / label_dir / case}.nii.gz "
+                                    "(images and labels pair by file name)")
+        cases.append(VolumeCase(case, img, labels[case]))
+        used.add(case)
+    orphans = sorted(set(labels) - used)
+    if orphans:
+        raise FileNotFoundError(f"{labels[orphans[0]]} has no image: expected {root / image_dir / orphans[0]}"
+                                ".nii.gz (images and labels pair by file name)")
+    return cases
+
+
+def volume_cases(root: str | Path) -> tuple[list[VolumeCase], dict[str, Any]]:
+    """The labelled cases of a volume folder and its metadata: the MSD ``dataset.json`` where there is one,
+    else the paired folders (:func:`paired_cases`) with ``{}``."""
+    root = Path(root)
+    if (root / "dataset.json").is_file():
+        return msd_cases(root)
+    return paired_cases(root), {}
+
+
 def normalize_intensity(volume: np.ndarray, clip: tuple[float, float] | None = None,
                         percentiles: tuple[float, float] | None = (0.5, 99.5), zscore: bool = True) -> np.ndarray:
     """Clip intensities (to fixed bounds, e.g. a CT window, or to percentiles) then z-score or scale to 0-1.
@@ -143,10 +218,11 @@ def sample_patches(image: np.ndarray, label: np.ndarray, patch_size: Sequence[in
 
 
 class MSDVolumes:
-    """An MSD dataset as normalised ``(image (C, D, H, W) float32, label (D, H, W) uint8, spacing)`` cases.
+    """A volume folder as normalised ``(image (C, D, H, W) float32, label (D, H, W) uint8, spacing)`` cases.
 
     Args:
-        root: folder with ``dataset.json``.
+        root: an MSD folder (with ``dataset.json``) or NIfTI image/label folders paired by name (see
+            :func:`paired_cases`).
         split: "train", "val" or None (all); the split is a deterministic ``val_fraction`` hold-out.
         val_fraction: share of cases for validation.
         seed: seed of the hold-out.
@@ -159,7 +235,7 @@ class MSDVolumes:
 
     def __init__(self, root: str | Path, split: str | None = None, val_fraction: float = 0.2, seed: int = 0,
                  clip: tuple[float, float] | None = None):
-        cases, self.meta = msd_cases(root)
+        cases, self.meta = volume_cases(root)
         if split not in (None, "train", "val"):
             raise ValueError(f"split must be 'train', 'val' or None, got {split!r}")
         if split is not None:
@@ -169,7 +245,19 @@ class MSDVolumes:
             cases = [cases[i] for i in sorted(keep)]
         self.cases, self.clip = cases, clip
         self.ids = [c.id for c in cases]
-        self.num_classes = len(self.meta.get("labels", {})) or 2
+        self._all_cases = list(cases) if split is None else None
+        self._root = Path(root)
+        self._num_classes: int | None = len(self.meta.get("labels", {})) or None
+
+    @property
+    def num_classes(self) -> int:
+        """Classes incl. background: the MSD ``labels`` table, else 1 + the largest label in the folder (read
+        once; at least 2)."""
+        if self._num_classes is None:
+            cases = self._all_cases if self._all_cases is not None else volume_cases(self._root)[0]
+            top = max(int(np.max(read_nifti(c.label)[0])) for c in cases)
+            self._num_classes = max(2, top + 1)
+        return self._num_classes
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -189,7 +277,17 @@ class MSDVolumes:
 
 def sliding_window_predict(model, image, roi_size: Sequence[int], overlap: float = 0.5, sw_batch_size: int = 2,
                            mode: str = "gaussian"):
-    """Logits of a whole (N, C, D, H, W) tensor by overlapping windows (MONAI's ``sliding_window_inference``)."""
+    """Logits of a whole (N, C, D, H, W) volume by overlapping windows.
+
+    A torch tensor goes through MONAI's ``sliding_window_inference`` (on the tensor's device); a numpy array
+    through :func:`edgeseg.common.sliding.sliding_window`, the same algorithm in numpy, with any predictor
+    of numpy windows: a :class:`edgeseg.runtimes.Runtime` (an exported 3D artifact) or a callable.
+    """
+    if isinstance(image, np.ndarray):
+        from edgeseg.common.sliding import sliding_window
+
+        predict = getattr(model, "infer", model)
+        return sliding_window(predict, image, roi_size, overlap=overlap, batch=sw_batch_size, mode=mode)
     inferers = require("monai.inferers", "sliding-window inference")
     import torch
 

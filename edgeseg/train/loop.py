@@ -1,8 +1,11 @@
 """The training loop behind ``edgeseg train``.
 
-Recipe: AdamW, linear warm-up then cosine decay (per step), gradient clipping at 0.5, AMP on CUDA, loss by
-task (see :mod:`edgeseg.train.losses`), optionally a moving average of the weights (``--ema``, see
-:mod:`edgeseg.train.ema`), per-epoch validation, the best-by-val-Dice checkpoint kept.
+Recipe: AdamW, linear warm-up then cosine decay (per step), gradient-norm clipping (``--clip``, 0.5), mixed
+precision (``--amp``: fp16 with loss scaling on CUDA, bf16 on CPUs with native bf16; by default on CUDA only),
+the skip attention of ``--skip-attention`` (recorded in the checkpoint's ``model_kwargs``), loss by task (see
+:mod:`edgeseg.train.losses`), optionally a moving average of the weights (``--ema``, see
+:mod:`edgeseg.train.ema`), per-epoch validation, the best-by-val-Dice checkpoint kept. The settings are
+:class:`edgeseg.train.config.TrainConfig`.
 
 The training set is decoded once and held in memory at the training size (uint8), and batches are assembled
 and augmented on tensors (optionally in a background thread), so the step never waits on per-sample Python
@@ -13,6 +16,7 @@ uses DistributedDataParallel (gloo on CPU, NCCL on CUDA); rank 0 validates and w
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue
@@ -33,118 +37,10 @@ from edgeseg.common.io import atomic_write_json, atomic_write_text
 from edgeseg.data.sources import open_train_val
 from edgeseg.data.transforms import MULTISCALE, BatchAugment, preprocessing_dict
 from edgeseg.train.checkpoint import build_checkpoint, cpu_state_dict, load_resume_state, save_checkpoint
+from edgeseg.train.config import TrainConfig
 from edgeseg.train.ema import WeightEMA
 from edgeseg.train.evaluate import evaluate_pairs
 from edgeseg.train.losses import attention_regularizer, check_loss, compute_loss, default_loss, get_loss
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (recorded in the checkpoint as its recipe).
-
-    Attributes:
-        model: registry name.
-        data: dataset folder or "synthetic[:N]".
-        val: validation folder or "synthetic[:N]" (default: the data's val split or a 10% hold-out).
-        epochs: training epochs.
-        img_size: square training size (a multiple of 32).
-        batch_size: images per step and process.
-        lr: peak learning rate (AdamW).
-        weight_decay: AdamW weight decay.
-        warmup_epochs: linear warm-up length in epochs (may be fractional).
-        min_lr_ratio: the cosine ends at ``lr * min_lr_ratio``.
-        clip: gradient-norm clipping (0 disables).
-        out: run folder (best.pt, last.pt, history.json).
-        resume: continue from ``out/last.pt``.
-        device: "cpu", "cuda" or "auto".
-        workers: threads decoding the dataset; >= 1 also prepares batches in a background thread.
-        threads: torch intra-op threads (None keeps torch's default).
-        seed: seed of every random choice.
-        num_classes: output channels (1 = binary).
-        mask_mode: "binary" or "labels".
-        loss: loss name (default by task).
-        multiscale: train at {0.75, 1, 1.25} x img_size.
-        augment: flips and rotations.
-        zoom: with ``augment``: random zoom in [1 - zoom, 1 + zoom] per sample (0 = off).
-        color_jitter: with ``augment``: brightness/contrast/saturation factors in [1 - c, 1 + c] (0 = off).
-        channels_last: channels_last memory format (faster convolutions on CPU).
-        compile: ``torch.compile`` the model for training.
-        amp: mixed precision on CUDA.
-        init: a checkpoint to start from (fine-tuning), or None for random initialisation.
-        ema: decay of an exponential moving average of the weights, which is then what gets validated and
-            saved (0 = off; 0.998 averages over roughly the last 500 steps).
-        synthetic_train: synthetic training samples when data is "synthetic".
-        progress: show a progress bar.
-        max_steps_per_epoch: cap on steps per epoch (for quick checks; None = full epochs).
-        patches_per_case: 3D only: random patches drawn from each training volume per epoch.
-        fg_ratio: 3D only: share of those patches centred on a foreground voxel.
-        intensity_clip: 3D only: fixed intensity window (e.g. (-100, 240) for CT); default: percentiles.
-        sw_overlap: 3D only: overlap of the sliding windows that validate whole volumes.
-    """
-
-    model: str
-    data: str = "synthetic"
-    val: str | None = None
-    epochs: int = 50
-    img_size: int = 256
-    batch_size: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01
-    clip: float = 0.5
-    out: str = "runs/model"
-    resume: bool = False
-    device: str = "auto"
-    workers: int = 0
-    threads: int | None = None
-    seed: int = 0
-    num_classes: int = 1
-    mask_mode: str = "binary"
-    loss: str | None = None
-    multiscale: bool = True
-    augment: bool = True
-    zoom: float = 0.0
-    color_jitter: float = 0.0
-    channels_last: bool = True
-    compile: bool = False
-    amp: bool = True
-    init: str | None = None
-    ema: float = 0.0
-    synthetic_train: int = 400
-    progress: bool = True
-    max_steps_per_epoch: int | None = None
-    patches_per_case: int = 4
-    fg_ratio: float = 0.5
-    intensity_clip: tuple[float, float] | None = None
-    sw_overlap: float = 0.25
-
-    def check(self) -> None:
-        """Raise ValueError for settings that cannot work, saying what to use instead."""
-        if self.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.img_size < 16:
-            raise ValueError(f"--img-size must be at least 16 (and a multiple of the model's stride), "
-                             f"got {self.img_size}")
-        if self.patches_per_case < 1:
-            raise ValueError(f"--patches-per-case must be >= 1, got {self.patches_per_case}")
-        if not 0.0 <= self.fg_ratio <= 1.0:
-            raise ValueError(f"--fg-ratio must be in [0, 1], got {self.fg_ratio}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"--ema must be in [0, 1) (e.g. 0.998; 0 = off), got {self.ema}")
-        if not (0.0 <= self.zoom < 1.0 and 0.0 <= self.color_jitter < 1.0):
-            raise ValueError(f"--zoom and --color-jitter must be in [0, 1) (e.g. 0.2), got {self.zoom} and "
-                             f"{self.color_jitter}")
-        if (self.zoom or self.color_jitter) and not self.augment:
-            raise ValueError("--zoom and --color-jitter are augmentations: drop --no-augment to use them")
-        if not self.lr > 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
-        if self.device not in ("cpu", "cuda", "auto"):
-            raise ValueError(f"--device must be cpu, cuda or auto, got {self.device!r}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
 
 
 @dataclass
@@ -291,6 +187,7 @@ class _Run:
     # made the run fall back to eager mode
     compile_error: str | None = None
     ema: WeightEMA | None = None
+    amp_dtype: torch.dtype | None = None  # autocast dtype of --amp (None: fp32)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -329,6 +226,40 @@ def _start_process(cfg: TrainConfig) -> tuple[int, int, int, bool, bool, torch.d
     return world, rank, local_rank, distributed, use_cuda, device
 
 
+def amp_dtype(cfg: TrainConfig, use_cuda: bool) -> torch.dtype | None:
+    """The autocast dtype ``--amp`` means on this device: fp16 on CUDA, bf16 on a CPU with native bf16, None for
+    fp32 ("off", or "auto" on CPU).
+
+    Raises:
+        ValueError: ``--amp on`` on a CPU without native bf16 (emulated bf16 is slower than fp32).
+    """
+    from edgeseg.train.config import cpu_has_native_bf16
+
+    mode = cfg.amp_mode
+    if mode == "off" or (mode == "auto" and not use_cuda):
+        return None
+    if use_cuda:
+        return torch.float16
+    if not cpu_has_native_bf16():
+        raise ValueError("--amp on: this CPU has no native bf16 (AVX512-BF16, AMX or Arm BF16), so bf16 autocast "
+                         "would be emulated and slower than fp32; use --amp off (or train on a GPU)")
+    return torch.bfloat16
+
+
+def model_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The builder options a run sets beyond classes and channels (``--skip-attention``); they go into the
+    checkpoint's ``model_kwargs``, from which :func:`edgeseg.weights.resolve` rebuilds the same model."""
+    return {"skip_attention": cfg.skip_attention} if cfg.skip_attention is not None else {}
+
+
+def _check_resume_model(path: Path, saved: dict[str, Any], asked: dict[str, Any]) -> None:
+    diff = sorted(k for k in set(saved) | set(asked) if saved.get(k) != asked.get(k))
+    if diff:
+        raise ValueError(f"{path}: the run's model was built with "
+                         f"{', '.join(f'{k}={saved.get(k)!r}' for k in diff)}; resume it with the same settings "
+                         f"(asked for {', '.join(f'{k}={asked.get(k)!r}' for k in diff)})")
+
+
 def _prepare(cfg: TrainConfig, mcfg, model_kwargs: dict[str, Any], n_train_items: int, proc: tuple,
              channels_last: bool) -> _Run:
     """Build the model (optionally from ``--init``), optimiser, schedule, AMP scaler; restore ``--resume``."""
@@ -365,12 +296,14 @@ def _prepare(cfg: TrainConfig, mcfg, model_kwargs: dict[str, Any], n_train_items
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_lambda(s, total_steps, warmup, cfg.min_lr_ratio))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and cfg.amp)
+    dtype = amp_dtype(cfg, use_cuda)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)  # bf16 needs no loss scaling
     run = _Run(cfg, device, use_cuda, world, rank, distributed, out, model, model_kwargs, model, opt, sched,
-               scaler, get_loss(loss_name), loss_name, steps_per_epoch)
+               scaler, get_loss(loss_name), loss_name, steps_per_epoch, amp_dtype=dtype)
     if cfg.ema:
         run.ema = WeightEMA(model, cfg.ema)
     if resume_ckpt is not None:
+        _check_resume_model(run.last_path, resume_ckpt.get("model_kwargs") or {}, model_kwargs)
         st = resume_ckpt["train_state"]
         saved_ema = resume_ckpt.get("recipe", {}).get("ema", 0.0)
         if saved_ema != cfg.ema:
@@ -410,7 +343,9 @@ def _wrap(run: _Run, model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _forward_backward(run: _Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    with torch.autocast("cuda", enabled=run.use_cuda and run.cfg.amp):
+    amp = (torch.autocast(run.device.type, dtype=run.amp_dtype) if run.amp_dtype is not None
+           else contextlib.nullcontext())
+    with amp:
         loss, _ = compute_loss(run.train_model, x, y, run.loss_fn)
     run.opt.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
@@ -457,9 +392,19 @@ def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, epoch: int) -> float:
 def _recipe(run: _Run, tspec, vspec, **extra: Any) -> dict[str, Any]:
     recipe = {**asdict(run.cfg), "loss": run.loss_name, "optimizer": "AdamW", "schedule": "warmup+cosine",
               "train_data": tspec.to_dict(), "val_data": vspec.to_dict(), "world_size": run.world,
-              "attention_regularizer": attention_regularizer(run.model) is not None, **extra}
+              "attention_regularizer": attention_regularizer(run.model) is not None, "amp": run.cfg.amp_mode,
+              "amp_dtype": {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[run.amp_dtype],
+              "skip_attention": run.model_kwargs.get("skip_attention", _default_option(run.cfg.model,
+                                                                                         "skip_attention")),
+              **extra}
     recipe.pop("resume", None)
     return recipe
+
+
+def _default_option(model: str, name: str) -> Any:
+    from edgeseg.models import get_model_cfg
+
+    return get_model_cfg(model).options.get(name)
 
 
 def _end_epoch(run: _Run, epoch: int, row: dict[str, Any], res, t_ep: float, n_val: int,
@@ -550,7 +495,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = 
         _log(f"data: {len(train_ds)} train ({tspec.source}, split {tspec.split}), {len(val_ds)} val "
              f"({vspec.source}, split {vspec.split}), loaded in {time.perf_counter() - t0:.1f} s")
 
-    model_kwargs = {"num_classes": cfg.num_classes, "in_channels": mcfg.in_channels}
+    model_kwargs = {"num_classes": cfg.num_classes, "in_channels": mcfg.in_channels, **model_options(cfg)}
     run = _prepare(cfg, mcfg, model_kwargs, imgs.shape[0], proc, cfg.channels_last)
     preprocessing = preprocessing_dict((cfg.img_size, cfg.img_size), mcfg.mean, mcfg.std, color)
     recipe = _recipe(run, tspec, vspec, scales=list(MULTISCALE) if cfg.multiscale else [1.0])

@@ -19,12 +19,16 @@ from typing import Any
 
 from edgeseg.common.io import atomic_write_json, sha256_file
 from edgeseg.train.checkpoint import shrink_for_shipping
+from edgeseg.train.config import card_keys
 from edgeseg.weights import _HERE as WEIGHTS_DIR
 from edgeseg.weights import read_checkpoint
 
-_RECIPE_KEYS = ("epochs", "img_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "min_lr_ratio", "clip",
+# recipe keys a card quotes: these, the declared training options (edgeseg.train.config.option) and what the
+# run really did with them (amp_dtype)
+_RECIPE_KEYS = ("epochs", "img_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "min_lr_ratio",
                 "loss", "optimizer", "schedule", "scales", "augment", "multiscale", "channels_last", "threads",
-                "seed", "world_size", "attention_regularizer", "ema", "zoom", "color_jitter")
+                "seed", "world_size", "attention_regularizer", "ema", "zoom", "color_jitter", *card_keys(),
+                "amp_dtype")
 
 
 def _stages(ckpt: dict[str, Any]) -> list[dict[str, Any]]:
@@ -72,6 +76,7 @@ def ship(checkpoint: str | Path, eval_summary: dict[str, Any], data_name: str, d
         "data_terms": data_terms,
         "train_split": recipe.get("train_data"),
         "val_split": recipe.get("val_data"),
+        "model_kwargs": ckpt.get("model_kwargs") or {},  # the builder options resolve() rebuilds it with
         "recipe": {k: recipe.get(k) for k in _RECIPE_KEYS if k in recipe},
         "epochs_trained": sum(st["epochs_trained"] or 0 for st in stages),
         "train_time_s": round(sum(st["train_time_s"] or 0 for st in stages), 1),

@@ -1,7 +1,7 @@
 """Patch-based training of 3D models (``edgeseg train --model ultralightunet3d-s --data MSD_FOLDER``).
 
-The recipe is the 2D one (AdamW, warm-up + cosine, clipping 0.5, AMP on CUDA, best-by-val-Dice checkpoint,
-exact ``--resume``, DDP under torchrun) with volume data:
+The recipe is the 2D one (AdamW, warm-up + cosine, ``--clip``, ``--amp``, ``--skip-attention``,
+best-by-val-Dice checkpoint, exact ``--resume``, DDP under torchrun) with volume data:
 
 - ``--data`` is a Medical Segmentation Decathlon folder (``dataset.json``, ``imagesTr/``, ``labelsTr/``;
   a deterministic 20% hold-out validates unless ``--val`` names another MSD folder) or ``synthetic[:N]``
@@ -38,6 +38,7 @@ from edgeseg.train.loop import (
     _recipe,
     _start_process,
     _step,
+    model_options,
 )
 
 SYNTHETIC_TRAIN_VOLUMES = 16
@@ -145,24 +146,38 @@ def _patch_batches(cases, cfg: TrainConfig, epoch: int, rank: int, world: int, s
         yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
-def evaluate_volumes(model: torch.nn.Module, cases, ids, patch: int, num_classes: int,
+def evaluate_volumes(model, cases, ids, patch: int | tuple[int, ...], num_classes: int,
                      device: torch.device | str = "cpu", overlap: float = 0.25, sw_batch_size: int = 2):
-    """Sliding-window predictions of whole volumes -> :class:`edgeseg.train.evaluate.EvalResult`."""
+    """Sliding-window predictions of whole volumes -> :class:`edgeseg.train.evaluate.EvalResult`.
+
+    ``model`` is a torch module (windows on ``device``, by MONAI) or anything with numpy windows in and
+    logits out: a :class:`edgeseg.runtimes.Runtime` of an exported 3D artifact, or a callable (windows by
+    :func:`edgeseg.common.sliding.sliding_window`). ``patch`` is the window side (or its three sides).
+    """
     from edgeseg.data.volumes import sliding_window_predict
 
-    was_training = model.training
-    model.eval()
+    roi = (patch,) * 3 if isinstance(patch, int) else tuple(patch)
+    is_module = isinstance(model, torch.nn.Module)
+    was_training = model.training if is_module else False
+    if is_module:
+        model.eval()
     per_case = []
     try:
         for image, label in cases:
-            x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
-            with torch.autocast("cuda", enabled=str(device).startswith("cuda")):
-                logits = sliding_window_predict(model, x, (patch,) * 3, overlap=overlap,
-                                                sw_batch_size=sw_batch_size)[0].float().cpu()
+            if is_module:
+                x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
+                with torch.autocast("cuda", enabled=str(device).startswith("cuda")):
+                    logits = sliding_window_predict(model, x, roi, overlap=overlap,
+                                                    sw_batch_size=sw_batch_size)[0].float().cpu()
+            else:
+                x = np.ascontiguousarray(image, dtype=np.float32)[None]
+                logits = torch.from_numpy(sliding_window_predict(model, x, roi, overlap=overlap,
+                                                                 sw_batch_size=sw_batch_size)[0])
             pred = (torch.sigmoid(logits[0]) > 0.5) if logits.shape[0] == 1 else logits.argmax(0)
             per_case.append(case_metrics(pred.numpy().astype(np.uint8), label, max(num_classes, 1)))
     finally:
-        model.train(was_training)
+        if is_module:
+            model.train(was_training)
     return summarise(ids, per_case)
 
 
@@ -187,7 +202,7 @@ def train_volumes(cfg: TrainConfig, mcfg, on_epoch: Callable[[dict[str, Any]], N
     if main_proc:
         _log(f"data: {len(train_cases)} train volumes ({tspec.source}, split {tspec.split}), {len(val_cases)} "
              f"val ({vspec.source}, split {vspec.split}), loaded in {time.perf_counter() - t0:.1f} s")
-    model_kwargs: dict[str, Any] = {"num_classes": cfg.num_classes, "in_channels": channels}
+    model_kwargs: dict[str, Any] = {"num_classes": cfg.num_classes, "in_channels": channels, **model_options(cfg)}
     if "img_size" in mcfg.options:  # ViT encoders are built for one patch size
         model_kwargs["img_size"] = cfg.img_size
     n_items = len(train_cases) * cfg.patches_per_case

@@ -656,3 +656,113 @@ print("ok")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr
     assert len(log.read_text().splitlines()) == 5
+
+
+# ---- nothing passes silently (issue 15): full devices, stale temporaries, artifacts without a manifest ------
+def test_a_full_device_mid_recording_keeps_no_short_file_and_says_so(clip, onnx_artifact, tmp_path, monkeypatch,
+                                                                    capsys):
+    """VideoWriter says nothing when the device fills up; the demo used to rename a short file into place and
+    report every frame. The device fills after 10 frames here (what the free space says: simulated)."""
+    from edgeseg.apps.endoscopy import cli as app_cli
+    from edgeseg.apps.endoscopy import outputs
+
+    calls = {"n": 0}
+
+    def filling_up(path):
+        calls["n"] += 1
+        return 10 << 30 if calls["n"] <= 10 else 0
+
+    monkeypatch.setattr(outputs, "free_bytes", filling_up)
+    rec, log = tmp_path / "full.avi", tmp_path / "full.jsonl"
+    code = app_cli.main(["--artifact", str(onnx_artifact), "--source", str(clip), "--headless", "--record",
+                         str(rec), "--log", str(log)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith(f"edgeseg: error: no space left on device writing {rec}"), err
+    assert "0 bytes free after 10 frames" in err[-1] and "Traceback" not in "\n".join(err)
+    assert not rec.exists()  # nothing short under the real name, and no temporary left behind
+    assert len(log.read_text().splitlines()) == 10  # the log (on a device with room) holds the frames processed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.jsonl"]
+
+
+def test_a_recording_cut_short_without_a_word_is_not_kept(clip, tmp_path, monkeypatch):
+    """The writer drops the tail of the file (a full device on the last writes, a header that still promises
+    every frame): the read-back check finds it, before the file would be renamed into place."""
+    from edgeseg.apps.endoscopy import outputs
+
+    real = cv2.VideoWriter
+
+    class LosesTheTail:
+        def __init__(self, path, *args):
+            self.path, self.w = path, real(path, *args)
+
+        def isOpened(self):
+            return self.w.isOpened()
+
+        def write(self, frame):
+            self.w.write(frame)
+
+        def release(self):
+            self.w.release()
+            os.truncate(self.path, int(os.path.getsize(self.path) * 0.6))
+
+    monkeypatch.setattr(cv2, "VideoWriter", LosesTheTail)
+    rec = tmp_path / "cut.avi"
+    summary = run_demo(DemoConfig(source=str(clip), headless=True, record=str(rec)), segmenter=_oracle_segmenter())
+    assert summary.status == "error" and EXIT_CODES[summary.status] == 1
+    assert re.search(rf"the recording {re.escape(str(rec))} holds \d+ of the {N_FRAMES} frames written",
+                     summary.message), summary.message
+    assert "recording" not in summary.outputs and not list(tmp_path.iterdir())
+    # the same on a device that is full by then (the last writes failed): said as such
+    full = {"now": False}
+
+    def read_back(path, expected):
+        full["now"] = True
+        return expected - 3
+
+    monkeypatch.setattr(cv2, "VideoWriter", real)
+    monkeypatch.setattr(outputs, "frames_in_video", read_back)
+    monkeypatch.setattr(outputs, "free_bytes", lambda p: 0 if full["now"] else 10 << 30)
+    summary = run_demo(DemoConfig(source=str(clip), headless=True, record=str(rec)), segmenter=_oracle_segmenter())
+    assert summary.message.startswith(f"no space left on device writing {rec}")
+    assert f"holds {N_FRAMES - 3} of the {N_FRAMES} frames written" in summary.message and not rec.exists()
+
+
+def test_stale_recording_temporaries_are_cleaned_and_live_ones_kept(clip, tmp_path):
+    from edgeseg.common.io import STALE_AFTER_S
+
+    old = time.time() - STALE_AFTER_S - 60
+    stale = [tmp_path / ".demo.avi.k3j2x.avi", tmp_path / ".demo.jsonl.p0q1.jsonl"]
+    for p in stale:
+        p.write_bytes(b"half a recording")
+        os.utime(p, (old, old))
+    live = tmp_path / ".demo.avi.zz91.avi"  # another demo recording right now
+    live.write_bytes(b"...")
+    other = tmp_path / ".other.avi.aa11.avi"  # not this output's: left alone
+    other.write_bytes(b"...")
+    os.utime(other, (old, old))
+    summary = run_demo(DemoConfig(source=str(clip), headless=True, record=str(tmp_path / "demo.avi"),
+                                  log=str(tmp_path / "demo.jsonl"), max_frames=3), segmenter=_oracle_segmenter())
+    assert summary.status == "completed" and _decode_count(tmp_path / "demo.avi") == 3
+    assert not any(p.exists() for p in stale) and live.exists() and other.exists()
+
+
+def test_an_artifact_without_manifest_runs_only_with_explicit_preprocessing(clip, onnx_artifact, tmp_path,
+                                                                            capsys):
+    from edgeseg.cli import main
+
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes(onnx_artifact.read_bytes())
+    args = ["demo", "--artifact", str(bare), "--source", str(clip), "--headless", "--max-frames", "3",
+            "--log", str(tmp_path / "b.jsonl")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no manifest beside it (bare.onnx.json)" in err[0] and "--preprocessing" in err[0]
+    assert not (tmp_path / "b.jsonl").exists()
+    pre = json.dumps({"size": [64, 64], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
+    assert main([*args, "--preprocessing", pre]) == 0
+    with_manifest = tmp_path / "m.jsonl"
+    assert main(["demo", "--artifact", str(onnx_artifact), "--source", str(clip), "--headless", "--max-frames",
+                 "3", "--log", str(with_manifest)]) == 0
+    areas = [[json.loads(x)["mask_area_pct"] for x in f.read_text().splitlines()]
+             for f in (tmp_path / "b.jsonl", with_manifest)]
+    assert areas[0] == areas[1]  # the manifest's pre-processing, given by hand: the same masks

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -119,6 +121,43 @@ def test_predict_video_writes_an_overlay_video(setup, tmp_path):
     row = json.loads((out / "predictions.json").read_text())["outputs"][0]
     assert row["frames"] == 4 and row["overlay"] == str(video)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp file left behind
+
+
+def test_predict_video_cut_short_by_a_full_device_is_not_kept(setup, tmp_path, monkeypatch, capsys):
+    """VideoWriter reports nothing on a full device; the video is read back before it is renamed into place."""
+    src = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (80, 48))
+    for i in range(6):
+        writer.write(cv2.cvtColor(_image(10 + i, 48, 80), cv2.COLOR_RGB2BGR))
+    writer.release()
+    out = tmp_path / "out"
+    args = ["predict", "--artifact", str(setup["onnx"]), "--input", str(src), "--out", str(out), "--video-format",
+            "avi"]
+    real = cv2.VideoWriter
+
+    class LosesTheTail:  # the last writes never reach the device; the header still promises every frame
+        def __init__(self, path, *a):
+            self.path, self.w = path, real(path, *a)
+
+        def isOpened(self):
+            return self.w.isOpened()
+
+        def write(self, frame):
+            self.w.write(frame)
+
+        def release(self):
+            self.w.release()
+            os.truncate(self.path, os.path.getsize(self.path) // 2)
+
+    monkeypatch.setattr(cv2, "VideoWriter", LosesTheTail)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(r"the video written to .*clip_overlay\.avi holds \d of its 6 frames", err[0])
+    assert list(out.iterdir()) == []  # not renamed into place, no temporary left
+    monkeypatch.setattr(cv2, "VideoWriter", real)
+    monkeypatch.setattr("edgeseg.common.io.free_bytes", lambda p: 4096)  # the device is full from the start
+    assert main(args) == 2
+    assert "no space left on device writing " in capsys.readouterr().err and list(out.iterdir()) == []
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ def test_every_target_is_registered_with_its_capabilities():
         assert spec.runtime in ("onnxruntime", "openvino", "litert", "executorch")
         assert set(spec.default_quantizer.values()) <= set(spec.quantizers)
     assert get_target("tflite").suffix == ".tflite" and not get_target("tflite").dynamic_batch
-    assert get_target("openvino").accuracy_control
+    assert get_target("openvino").accuracy_control and not get_target("executorch").accuracy_control
     assert get_target("executorch").precisions == ("fp32", "int8")  # XNNPACK: no fp16 weights path here
 
 
@@ -80,27 +80,29 @@ def test_config_defaults_and_errors():
         ConvertConfig(target="onnx", precision="int8", input_size=(128, 128), calibration=_calib())
 
 
-def test_max_dice_drop_needs_openvino_int8_and_labels():
-    with pytest.raises(ValueError, match="applies to int8 on openvino"):
-        ConvertConfig(
-            target="onnx",
-            precision="int8",
-            input_size=(64, 64),
-            calibration=_calib(labels=True),
-            max_dice_drop=0.01,
-        )
-    with pytest.raises(ValueError, match="needs labelled calibration data"):
-        ConvertConfig(
-            target="openvino", precision="int8", input_size=(64, 64), calibration=_calib(), max_dice_drop=0.01
-        )
-    cfg = ConvertConfig(
-        target="openvino",
-        precision="int8",
-        input_size=(64, 64),
-        calibration=_calib(labels=True),
-        max_dice_drop=0.01,
-    )
-    assert cfg.max_dice_drop == 0.01
+def test_the_accuracy_budget_applies_to_int8_on_the_targets_that_can_search():
+    from edgeseg.converters import QuantOptions
+
+    with pytest.raises(ValueError, match="applies to int8 on onnx, openvino, tflite"):
+        ConvertConfig(target="executorch", precision="int8", input_size=(64, 64), calibration=_calib(),
+                      max_dice_drop=0.01)
+    with pytest.raises(ValueError, match="applies to int8"):
+        ConvertConfig(target="onnx", precision="fp32", max_dice_drop=0.01)
+    with pytest.raises(ValueError, match=r"max_dice_drop must be in \(0, 1\)"):
+        QuantOptions(max_dice_drop=1.5)
+    with pytest.raises(ValueError, match="keep_float .* static int8 only"):
+        ConvertConfig(target="onnx", precision="fp32", keep_float=("encoder1",))
+    for target in ("onnx", "openvino", "tflite"):
+        cfg = ConvertConfig(target=target, precision="int8", input_size=(64, 64), calibration=_calib(),
+                            max_dice_drop=0.01)
+        assert cfg.max_dice_drop == 0.01
+    # the default budget: 0.01 on int8 where the target can search, none elsewhere or when turned off
+    q = QuantOptions()
+    assert q.budget_for(get_target("onnx"), "int8") == 0.01
+    assert q.budget_for(get_target("executorch"), "int8") is None
+    assert q.budget_for(get_target("onnx"), "fp32") is None
+    assert QuantOptions(budget=False).budget_for(get_target("onnx"), "int8") is None
+    assert QuantOptions(max_dice_drop=0.03).budget_for(get_target("tflite"), "int8") == 0.03
 
 
 # ---- parity figures ----

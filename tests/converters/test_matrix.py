@@ -64,7 +64,9 @@ def _convert(checkpoint, out, target, precisions, **flat):
     from edgeseg.converters import convert_model, split_options
 
     export, quant, verify = split_options(
-        {"img_size": SIZE, "calib": "synthetic", "calib_size": CALIB, "verify_size": 8, **flat}
+        # the accuracy budget is off here (random weights: their Dice against ground truth means nothing);
+        # tests/converters/test_budget.py tests it
+        {"img_size": SIZE, "calib": "synthetic", "calib_size": CALIB, "verify_size": 8, "budget": False, **flat}
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "fewer than 100 calibration images"
@@ -265,7 +267,9 @@ def test_a_failed_conversion_leaves_no_complete_looking_artifact(checkpoint, tmp
     monkeypatch.setattr(api, "verify_artifact", killed)
     with pytest.raises(KeyboardInterrupt):
         _convert(checkpoint, tmp_path, "onnx", "fp32")
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no artifact, no stale manifest, no staging
+    # no artifact and no staging folder; what was there before is left as it was (a re-conversion that fails
+    # must not take an older artifact's manifest with it: tests/converters/test_budget.py)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [stale.name] and stale.read_text() == "{}"
 
 
 # ---- the command line ----
@@ -389,15 +393,16 @@ def test_cli_missing_backend_names_the_extra(tmp_path):
 # ---- real data and the whole registry (slow) ----
 @pytest.mark.slow
 @pytest.mark.kvasir
-def test_openvino_accuracy_controlled_int8_on_kvasir(kvasir_root, checkpoint, reference, tmp_path):
+def test_onnx_int8_within_its_budget_on_kvasir(kvasir_root, checkpoint, reference, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        [res] = _convert(checkpoint, tmp_path, "openvino", "int8", calib=kvasir_root, calib_size=32,
-                         verify_size=16, max_dice_drop=0.01)
+        [res] = _convert(checkpoint, tmp_path, "onnx", "int8", calib=kvasir_root, calib_size=32,
+                         verify_size=16, max_dice_drop=0.02, budget=True)
     q, par = res.manifest.quantization, res.manifest.parity
-    assert q["accuracy_control"]["max_drop"] == 0.01 and q["calibration"]["split"] == "train"
-    assert par["inputs"]["split"] == "val" and par["inputs"]["count"] == 16
-    assert abs(par["dice_reference"] - par["dice_candidate"]) <= 0.02
+    b = q["budget"]
+    assert b["met"] and b["metric"] == "dice" and q["calibration"]["split"] == "train"
+    assert b["search_images"] == b["confirm_images"] == 16 and b["search_drop"] <= 0.02
+    assert par["inputs"]["split"] == "val" and par["inputs"]["count"] == 32
     assert par["mask_agreement"] >= 0.95
 
 

@@ -85,6 +85,44 @@ def test_predict_refuses_a_modified_artifact_in_one_line(copied, tmp_path, capsy
                  "--no-hash-check"]) == 0
 
 
+def test_demo_checks_the_hash_and_no_hash_check_opts_out(copied, tmp_path, capsys):
+    """The demo always checked; it had no way to run an artifact edited on purpose."""
+    from edgeseg.cli import main
+
+    _edit_a_weight(copied)
+    args = ["demo", "--artifact", str(copied), "--headless", "--max-frames", "2", "--log", str(tmp_path / "d.jsonl")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "differs from what its manifest records" in err[0] and "--no-hash-check" in err[0]
+    assert main([*args, "--no-hash-check"]) == 0
+    assert len((tmp_path / "d.jsonl").read_text().splitlines()) == 2
+
+
+def test_an_artifact_without_manifest_needs_its_preprocessing_given(copied, tmp_path, capsys):
+    """It used to run on guessed pre-processing without a word; now it is refused in one line unless the
+    pre-processing is given, and given the manifest's it segments exactly as with the manifest."""
+    from PIL import Image
+
+    from edgeseg.cli import main
+    from edgeseg.common.phantoms import synthetic_sample
+
+    img = tmp_path / "a.png"
+    Image.fromarray(synthetic_sample(2, 200)[0]).save(img)
+    assert main(["predict", "--artifact", str(copied), "--input", str(img), "--out", str(tmp_path / "m")]) == 0
+    kept = tmp_path / "kept.json"
+    runtimes.manifest_path(copied).rename(kept)
+    bare = ["predict", "--artifact", str(copied), "--input", str(img), "--out", str(tmp_path / "b")]
+    assert main(bare) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no manifest beside it" in err[0] and "edgeseg convert" in err[0], err
+    assert "--preprocessing" in err[0] and not (tmp_path / "b" / "a_mask.png").exists()
+    assert main([*bare, "--preprocessing", str(kept)]) == 0
+    a, b = (np.asarray(Image.open(tmp_path / d / "a_mask.png")) for d in ("m", "b"))
+    assert a.any() and np.array_equal(a, b)
+    assert main([*bare, "--preprocessing", '{"size": [256, 256]}']) == 2  # mean/std are not guessed either
+    assert "missing mean, std" in capsys.readouterr().err
+
+
 def test_non_finite_input_is_refused_unless_allowed():
     x = np.zeros((1, 3, 256, 256), np.float32)
     x[0, 1, 5, 7] = np.nan

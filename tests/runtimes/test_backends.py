@@ -207,14 +207,57 @@ def test_manifest_that_belongs_to_another_model_is_refused(onnx_artifact, tmp_pa
         runtimes.load(other)
 
 
-def test_artifact_without_manifest_is_described_from_the_model(onnx_artifact, tmp_path, ref, batch):
+def test_artifact_without_manifest_is_refused_unless_the_preprocessing_is_given(onnx_artifact, tmp_path, ref, batch):
     pytest.importorskip("onnxruntime")
     bare = tmp_path / "bare.onnx"
     bare.write_bytes(onnx_artifact.read_bytes())
-    rt = runtimes.load(bare)
+    with pytest.raises(ValueError, match=r"no manifest beside it \(bare\.onnx\.json\).*edgeseg convert.*"
+                                         r"--preprocessing") as exc:
+        runtimes.load(bare)
+    assert "\n" not in str(exc.value)
+    given = {"size": [SIZE, SIZE], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    rt = runtimes.load(bare, preprocessing=given)
     m = rt.manifest
-    assert m.extra["synthesized"] and m.input.shape == [-1, 3, -1, -1] and m.postprocessing.activation == "sigmoid"
+    assert m.extra["preprocessing"] == "given" and m.input.shape == [-1, 3, -1, -1]
+    assert m.postprocessing.activation == "sigmoid"
+    assert (m.preprocessing.size, m.preprocessing.mean, m.preprocessing.std, m.preprocessing.color) == \
+        ([SIZE, SIZE], [0.5] * 3, [0.25] * 3, "rgb")
     assert np.abs(rt.infer(batch) - torch_logits(ref, batch)).max() < FP32_TOL
+    # the same as JSON text, or a JSON file (another artifact's manifest works too)
+    (tmp_path / "pre.json").write_text(json.dumps(given))
+    assert runtimes.load(bare, preprocessing=json.dumps(given)).manifest.preprocessing.std == [0.25] * 3
+    assert runtimes.load(bare, preprocessing=tmp_path / "pre.json").manifest.preprocessing.mean == [0.5] * 3
+    assert runtimes.load(bare, preprocessing=manifest_path(onnx_artifact)).manifest.preprocessing.size == [SIZE] * 2
+
+
+def test_explicit_preprocessing_is_checked(onnx_artifact, tmp_path):
+    pytest.importorskip("onnxruntime")
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes(onnx_artifact.read_bytes())
+    with pytest.raises(ValueError, match="missing mean, std.*required"):  # a size alone would guess mean/std again
+        runtimes.load(bare, preprocessing={"size": [SIZE, SIZE]})
+    with pytest.raises(ValueError, match="unknown field.*sizes"):
+        runtimes.load(bare, preprocessing={"sizes": [SIZE, SIZE], "mean": [0.5] * 3, "std": [0.5] * 3})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        runtimes.load(bare, preprocessing="{size: 64}")
+    with pytest.raises(FileNotFoundError, match="pre-processing file not found"):
+        runtimes.load(bare, preprocessing=tmp_path / "nope.json")
+    with pytest.raises(ValueError, match="takes 3 channel.*1 mean/std value"):
+        runtimes.load(bare, preprocessing={"size": [SIZE, SIZE], "mean": [0.5], "std": [0.5]})
+    with pytest.raises(ValueError, match="is 3D but the model takes 2D"):
+        runtimes.load(bare, preprocessing={"size": [8, 8, 8], "mean": [0.5] * 3, "std": [0.5] * 3})
+    # an artifact with a manifest keeps the pre-processing it was verified with
+    with pytest.raises(ValueError, match="has a manifest.*drop the explicit pre-processing"):
+        runtimes.load(onnx_artifact, preprocessing={"size": [SIZE, SIZE], "mean": [0.5] * 3, "std": [0.5] * 3})
+    # the torch reference describes itself (checkpoint record, model config); a given one replaces that
+    pytest.importorskip("torch")
+    given = {"size": [32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "resize": "letterbox"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with runtimes.load(MODEL, runtime="torch", threads=1, preprocessing=given) as rt:
+            pre = rt.manifest.preprocessing
+            assert (pre.size, pre.mean, pre.resize) == ([32, 32], [0.5] * 3, "letterbox")
+            assert rt.manifest.extra["preprocessing"] == "given"
 
 
 # ---- discovery and selection errors ----

@@ -82,7 +82,10 @@ def test_without_manifest_the_layout_is_read_from_the_model(nhwc_tflite, tmp_pat
     bare = tmp_path / "bare.tflite"
     bare.write_bytes(nhwc_tflite.read_bytes())
     assert not manifest_path(bare).exists()
-    rt = runtimes.load(bare)
+    with pytest.raises(ValueError, match="no manifest beside it"):
+        runtimes.load(bare)
+    rt = runtimes.load(bare, preprocessing={"size": [TINY, TINY], "mean": [0.485, 0.456, 0.406],
+                                            "std": [0.229, 0.224, 0.225]})
     assert rt.manifest.input.layout == "nhwc" and rt.manifest.input.shape == [1, TINY, TINY, 3]
     assert rt.manifest.preprocessing.size == [TINY, TINY] and rt.manifest.postprocessing.activation == "softmax"
     assert np.abs(rt.infer(batch) - torch_logits(ref, batch)).max() < FP32_TOL
@@ -102,6 +105,7 @@ def test_ultralightunet_tflite_matches_torch(channels_last, tmp_path):
     model = reference_model(seed=3)
     path = _convert(model, tmp_path / "t.tflite", channels_last=channels_last)
     x = np.random.default_rng(6).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)
-    with runtimes.load(path, threads=1) as rt:  # no manifest: the layout is read from the model
+    pre = {"size": [SIZE, SIZE], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    with runtimes.load(path, threads=1, preprocessing=pre) as rt:  # no manifest: the layout is read from the model
         assert rt.manifest.input.layout == ("nhwc" if channels_last else "nchw")
         assert np.abs(rt.infer(x) - torch_logits(model, x)).max() < FP32_TOL
