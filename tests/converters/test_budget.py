@@ -96,8 +96,9 @@ def test_an_artifact_within_budget_needs_one_conversion():
 @pytest.fixture(scope="module")
 def net():
     from edgeseg.converters.calibration import load_images
-    from edgeseg.models import create_model
     from edgeseg.runtimes.manifest import Preprocessing
+
+    from edgeseg.models import create_model
 
     torch.manual_seed(0)
     model = create_model("ultralightunet-t").eval()
@@ -167,8 +168,9 @@ def _damage_onnx(src, dst, node_name):
 
 
 def test_a_layer_damaged_on_purpose_is_ranked_first(net, onnx_int8, tmp_path):
-    from edgeseg import runtimes
     from edgeseg.converters.layerwise import explain
+
+    from edgeseg import runtimes
 
     src = onnx_int8.artifact.path
     bad = tmp_path / "damaged.onnx"
@@ -208,7 +210,6 @@ def test_keep_float_in_openvino_and_its_layer_taps(net, tmp_path):
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
     import openvino as ov
-
     from edgeseg.converters.layerwise import explain
 
     [res] = _int8(net, "openvino", tmp_path, keep_float=("CA1",))
@@ -226,8 +227,9 @@ def test_keep_float_in_openvino_and_its_layer_taps(net, tmp_path):
 
 
 def test_a_budget_no_int8_meets_refuses_the_artifact_and_keeps_the_old_one(net, tmp_path, monkeypatch):
-    from edgeseg import runtimes
     from edgeseg.converters import budget
+
+    from edgeseg import runtimes
 
     [old] = _int8(net, "onnx", tmp_path)  # an artifact already there
     before = old.artifact.path.read_bytes()
