@@ -21,7 +21,10 @@ from edgeseg.runtimes.manifest import Preprocessing
 
 from edgeseg.common.errors import first_line
 
-DEFAULT_CALIB_SIZE = 300
+# 100, not 300: on ultralightunet-s the int8 Dice drops were as small with 100 (onnx +0.0019, openvino +0.0058,
+# tflite -0.0065 on 16 held-back Kvasir images) and TFLite's PT2E calibration, ~0.1 s per image through the
+# observed graph, fell from 55 to 36 s (docs/notes/issue-14.md, session 6)
+DEFAULT_CALIB_SIZE = 100
 MIN_RECOMMENDED = 100
 DEFAULT_VERIFY_SIZE = 16
 CALIB_SEED = 0

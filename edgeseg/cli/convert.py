@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 from edgeseg.cli._format import add_format_argument, wants_json
 from edgeseg.common.args import positive_int
+from edgeseg.converters.calibration import DEFAULT_CALIB_SIZE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="int8 calibration data: an image folder or 'synthetic' (also supplies the "
         "held-back verification images; default verification: synthetic)",
     )
-    p.add_argument("--calib-size", type=int, default=300, help="calibration images (default 300)")
+    p.add_argument("--calib-size", type=int, default=DEFAULT_CALIB_SIZE,
+                   help=f"calibration images (default {DEFAULT_CALIB_SIZE})")
     p.add_argument("--verify-size", type=int, default=16, help="held-back verification images (default 16)")
     p.add_argument("--img-size", type=positive_int, help="square input size (default: the model's)")
     p.add_argument("--batch", default="1", help="fixed batch size or 'dynamic' (ONNX/OpenVINO; default 1)")
@@ -128,8 +130,9 @@ def _float_layers(r) -> str:
     budget = r.manifest.quantization.get("budget")
     if not budget:
         return "-"
-    keep = budget.get("keep_float")
-    return "none met" if keep is None else str(len(keep))
+    if budget.get("keep_float") is None:
+        return "none met"
+    return str(len(r.manifest.quantization.get("keep_float") or []))  # asked for (--keep-float) + found
 
 
 def _explain(results, args: argparse.Namespace, log) -> None:
