@@ -259,3 +259,34 @@ def test_the_bench_report_has_the_layer_section(net, onnx_int8):
     assert "Layer-wise divergence of the int8 artifacts" in page and 'alt="layers onnxruntime"' in page
     assert f"<td>{report.ranked()[0]}</td>" in page and "not compared: no layer taps" in page
     assert RunResult.from_dict(run.to_dict()).layers[0]["first_damaged"] == report.first_damaged
+
+
+def test_convert_explain_writes_the_layer_report(tmp_path):
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "convert", "--model", "ultralightunet-t", "--target", "onnx",
+         "--precision", "int8", "--calib", "synthetic", "--calib-size", "16", "--verify-size", "8",
+         "--img-size", str(SIZE), "--no-budget", "--explain", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert res.returncode in (0, 1), res.stderr  # 1 only if parity fails; the layer report is written either way
+    report = json.loads((tmp_path / "ultralightunet-t_int8.onnx.layers.json").read_text())
+    assert report["target"] == "onnx" and report["precision"] == "int8" and len(report["layers"]) > 40
+    assert "first layer under 15 dB" in res.stderr and "encoder1.0.pconv1" in res.stderr
+
+
+def test_the_ranking_interleaves_both_estimates_and_brings_a_gates_siblings_along():
+    from edgeseg.converters.layerwise import LayerReport, LayerStat
+
+    def stat(name, drop, noise, kind="Sequential"):
+        return LayerStat(name=name, shape=[1], rel_error=0.1, sqnr_db=20.0, cka=0.99, drop_db=drop, tensor=name,
+                         noise_added=noise, kind=kind)
+
+    report = LayerReport(artifact="a", target="openvino", precision="int8", n_images=4, layers=[
+        stat("first", 9.0, 0.001), stat("late", 1.0, 0.09), stat("gate1", 6.0, 0.010, "ChannelAttention"),
+        stat("mid", 2.0, 0.02), stat("gate2", 0.0, 0.0, "ChannelAttention"), stat("block", 5.0, 0.5)])
+    report.layers[-1].leaf = False  # blocks are reported, not ranked
+    assert report.ranked() == ["first", "late", "gate1", "gate2", "mid"]
+    assert report.first_damaged is None and report.worst_step == "first"
