@@ -10,6 +10,11 @@ Each artifact gets a JSON manifest beside it (<artifact>.json: input/output, pre
 quantization and calibration provenance, parity figures, versions, sha256). Every artifact is run through
 `runtimes` on held-back images and compared with the FP32 torch model; failing parity exits with code 1
 (unless --no-verify). --json prints one JSON document on stdout and everything else on stderr.
+
+int8 has an accuracy budget (--max-dice-drop, default 0.01 on onnx, openvino and tflite): the layers that do
+the most damage stay in float until the Dice drop on half of the held-back images is within it, the other half
+confirms it, and an artifact that cannot meet it is refused (exit 1, an older artifact is kept). --explain
+writes every layer's error against the FP32 model (<artifact>.layers.json); --keep-float names layers by hand.
 """
 
 from __future__ import annotations
