@@ -63,6 +63,12 @@ class ConvertResult:
     manifest: Manifest
     parity: Parity | None
     refused: str | None = None  # why the artifact was not kept (it missed its accuracy budget)
+    selection: dict[str, Any] | None = None  # --precision auto: the timings and the choice for its target
+
+    @property
+    def counts(self) -> bool:
+        """Whether its failure fails the command: with --precision auto, only the chosen artifact's does."""
+        return self.selection is None or self.selection.get("chosen") in (None, self.artifact.precision)
 
     @property
     def passed(self) -> bool:
@@ -81,6 +87,7 @@ class ConvertResult:
             "parity": self.manifest.parity,
             "budget": self.manifest.quantization.get("budget"),
             "refused": self.refused,
+            "selection": self.selection,
         }
 
 
@@ -157,7 +164,8 @@ def convert_model(
     Args:
         model: registry name (or an ``nn.Module`` built by ``create_model``).
         target: "onnx", "openvino", "tflite", "all", or a list.
-        precision: "fp32", "fp16", "int8", "all", or a list.
+        precision: "fp32", "fp16", "int8", "all", "auto" (fp32 and int8, both timed here: the faster one
+            that passed is chosen, see :mod:`edgeseg.converters.auto`), or a list.
         weights: checkpoint; default the shipped weights, else random weights (with a warning).
         export: input size, batch, layout, ONNX exporter and file-name stem (:class:`ExportOptions`).
         quant: int8 calibration, scheme, tool and target kernels (:class:`QuantOptions`); static int8 needs
@@ -185,6 +193,12 @@ def convert_model(
     from edgeseg.models import get_model_cfg
 
     # every check that needs no model weights and no data comes first
+    auto = precision == "auto" or (not isinstance(precision, str) and "auto" in precision)
+    if auto:  # fp32 and int8, timed here after converting: the faster one that passed is chosen
+        if quant.static and quant.calib is None:
+            raise ValueError("--precision auto compares fp32 with int8, which needs calibration data: pass --calib "
+                             "IMAGE_FOLDER (or synthetic)")
+        precision = ["fp32", "int8"]
     targets = _expand(target, list_targets(), "target")
     precisions = _expand(precision, PRECISIONS, "precision")
     needs_calib = "int8" in precisions and quant.static
@@ -329,6 +343,10 @@ def convert_model(
                 f"{res.artifact.convert_time_s:.1f} s)" + (f": {res.parity.summary()}" if res.parity else "")
             )
             results.append(res)
+    if auto:
+        from edgeseg.converters.auto import select
+
+        select(results, sample_np, verify.threads, log=say)
     return results
 
 

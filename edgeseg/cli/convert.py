@@ -37,7 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--target", required=True, help="onnx, openvino, tflite or all (comma-separated list ok)")
     p.add_argument(
-        "--precision", default="fp32", help="fp32, fp16, int8 or all (comma-separated ok; default fp32)"
+        "--precision", default="fp32",
+        help="fp32, fp16, int8, all (comma-separated ok; default fp32), or auto: fp32 and int8, timed on this "
+        "machine, the faster one that passed is chosen"
     )
     p.add_argument(
         "--calib",
@@ -185,7 +187,8 @@ def _next_steps(first, args: argparse.Namespace) -> list[str]:
     return [
         f"next: edgeseg predict --artifact {path} --input IMAGES --out preds/",
         f"      edgeseg demo --artifact {path}",
-        f"      edgeseg bench --model {args.model}{weights} --targets {args.target} --precisions {args.precision}",
+        f"      edgeseg bench --model {args.model}{weights} --targets {args.target} --precisions "
+        f"{args.precision.replace('auto', 'fp32,int8')}",
     ]
 
 
@@ -238,7 +241,7 @@ def main(args: argparse.Namespace) -> int:
         )
         if args.explain:
             _explain(results, args, log)
-    failed = [r for r in results if not r.passed]
+    failed = [r for r in results if not r.passed and r.counts]
     if wants_json(args):
         print_json({"artifacts": [r.to_dict() for r in results], "passed": not failed})
     else:
@@ -267,9 +270,14 @@ def main(args: argparse.Namespace) -> int:
                  "parity"],
             )
         )
+        for r in results:  # --precision auto: one line per target
+            sel = r.selection
+            if sel and sel.get("this") == "fp32":
+                print(f"auto: {r.artifact.target}: {sel['chosen']} ({sel['reason']})")
         if results:
             print("\nmanifests: <artifact>.json beside each file")
-            for line in _next_steps(results[0], args):
+            chosen = [r for r in results if r.selection and r.selection.get("chosen") == r.artifact.precision]
+            for line in _next_steps((chosen or results)[0], args):
                 print(line)
     if failed:
         worst = "; ".join(

@@ -290,3 +290,32 @@ def test_the_ranking_interleaves_both_estimates_and_brings_a_gates_siblings_alon
     report.layers[-1].leaf = False  # blocks are reported, not ranked
     assert report.ranked() == ["first", "late", "gate1", "gate2", "mid"]
     assert report.first_damaged is None and report.worst_step == "first"
+
+
+# ---- --precision auto ----
+def test_auto_chooses_int8_only_where_it_pays_and_passes():
+    from edgeseg.converters.auto import MIN_GAIN, decide
+
+    assert decide(10.0, 5.0, True, "", "vnni")["chosen"] == "int8"
+    slow = decide(6.3, 18.6, True, "", "vnni")
+    assert slow["chosen"] == "fp32" and "does not pay on this CPU (int8 path vnni): 2.95x" in slow["reason"]
+    assert decide(10.0, 10.0 / (MIN_GAIN * 0.99), True, "", "avx2")["chosen"] == "fp32"  # inside the noise
+    refused = decide(10.0, None, False, "misses the accuracy budget", "vnni")
+    assert refused["chosen"] == "fp32" and "misses the accuracy budget" in refused["reason"]
+
+
+def test_precision_auto_times_both_and_records_the_choice(net, tmp_path):
+    from edgeseg.converters import ExportOptions, QuantOptions, VerifyOptions, convert_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = convert_model(net, "onnx", "auto", export=ExportOptions(img_size=SIZE),
+                                quant=QuantOptions(calib="synthetic", calib_size=16, budget=False),
+                                verify=VerifyOptions(images=8), out_dir=tmp_path)
+    assert sorted(r.artifact.precision for r in results) == ["fp32", "int8"]
+    sel = [r.selection for r in results]
+    assert sel[0]["chosen"] == sel[1]["chosen"] in ("fp32", "int8") and sel[0]["fp32_ms"] > 0 < sel[0]["int8_ms"]
+    on_disk = json.loads(results[1].manifest_path.read_text())["extra"]["selection"]
+    assert on_disk["chosen"] == sel[1]["chosen"] and on_disk["this"] == "int8"
+    with pytest.raises(ValueError, match="auto compares fp32 with int8, which needs calibration data"):
+        convert_model(net, "onnx", "auto", out_dir=tmp_path)
