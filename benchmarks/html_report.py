@@ -219,6 +219,48 @@ def _layer_section(sections: list[dict]) -> str:
     return "".join(parts)
 
 
+def plot_profiles(profiles: list[dict]) -> str:
+    """Stacked bars: each profiled row's time share by op type (the five largest types, the rest as other)."""
+    plt = _plt()
+    rows = [p for p in profiles if "by_type" in p]
+    if not rows:
+        return _empty(plt, "no profile")
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.4))
+    labels = [p["row"] for p in rows]
+    types: list[str] = []
+    for p in rows:
+        types += [t for t in list(p["by_type"])[:5] if t not in types]
+    left = [0.0] * len(rows)
+    cmap = plt.get_cmap("tab20")
+    for i, t in enumerate([*types, "other"]):
+        vals = [(1.0 - sum(v for k, v in p["by_type"].items() if k in types)) if t == "other"
+                else p["by_type"].get(t, 0.0) for p in rows]
+        ax.barh(labels, vals, left=left, color=cmap(i % 20), label=t)
+        left = [a + b for a, b in zip(left, vals)]
+    ax.set_xlabel("share of profiled time")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _profile_section(profiles: list[dict]) -> str:
+    if not profiles:
+        return ""
+    esc = html.escape
+    parts = ["<h2>Per-op profiles</h2><p>Each runtime's own profiler, one image, after the timing (profilers add "
+             "overhead: read shares, not latency).</p>",
+             f'<img alt="profiles" src="data:image/png;base64,{plot_profiles(profiles)}">']
+    for p in profiles:
+        if "error" in p:
+            parts.append(f"<p><b>{esc(p['row'])}</b>: no profile ({esc(p['error'])})</p>")
+            continue
+        rows = "".join(f"<tr><td>{esc(o['name'])}</td><td>{esc(o['op'])}</td><td>{o['ms']:.3f}</td>"
+                       f"<td>{o['share']:.1%}</td></tr>" for o in p["top"][:5])
+        parts.append(f"<h3>{esc(p['row'])}</h3><table><thead><tr><th>op</th><th>type</th><th>ms</th><th>share</th>"
+                     f"</tr></thead><tbody>{rows}</tbody></table>")
+    return "".join(parts)
+
+
 def render_html(run: RunResult) -> str:
     """The whole report as one HTML string (images inline)."""
     esc = html.escape
@@ -248,6 +290,7 @@ def render_html(run: RunResult) -> str:
 {floor_html}
 {figs}
 {_layer_section(run.layers)}
+{_profile_section(run.profiles)}
 <h2>Environment</h2><pre>{esc(json.dumps(run.environment, indent=2, default=str))}</pre>
 <h2>Configuration</h2><pre>{esc(json.dumps(run.config, indent=2, default=str))}</pre>
 </body></html>

@@ -32,7 +32,11 @@ def layer_sections(run: RunResult, log: Callable[[str], None] | None = None) -> 
 
     from edgeseg.weights import resolve
 
-    net = resolve(cfg["model"], cfg.get("weights")).module.eval()
+    # the reference row's "artifact" is the checkpoint every row was converted from (also for random weights,
+    # which the harness saves once)
+    ref = run.reference
+    weights = ref.artifact if ref is not None and ref.artifact else cfg.get("weights")
+    net = resolve(cfg["model"], weights).module.eval()
     out = []
     for runtime, row in picked.items():
         try:

@@ -198,6 +198,7 @@ class RunResult:
     environment: dict[str, Any]
     rows: list[Row]
     layers: list[dict[str, Any]] = field(default_factory=list)  # layer-wise reports (benchmarks.layers)
+    profiles: list[dict[str, Any]] = field(default_factory=list)  # per-op profiles (benchmarks.profile)
 
     @property
     def reference(self) -> Row | None:
@@ -211,13 +212,14 @@ class RunResult:
             "environment": self.environment,
             "rows": [r.to_dict() for r in self.rows],
             "layers": self.layers,
+            "profiles": self.profiles,
         })
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunResult:
         return cls(run_id=d["run_id"], created=d.get("created", ""), config=d.get("config", {}),
                    environment=d.get("environment", {}), rows=[Row.from_dict(r) for r in d.get("rows", [])],
-                   layers=list(d.get("layers") or []))
+                   layers=list(d.get("layers") or []), profiles=list(d.get("profiles") or []))
 
     def counts(self) -> dict[str, int]:
         """Rows per status."""

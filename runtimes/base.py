@@ -343,6 +343,25 @@ class Runtime(ABC):
         values = dict(zip(unique, self._tap_impl(to_artifact_dtype(native, spec), unique)))
         return [None if values[t] is None else np.asarray(values[t], dtype=np.float32) for t in tensors]
 
+    # ---- per-op profile (edgeseg.benchmarks.profile) ----
+    def profile_ops(self, x: np.ndarray, runs: int = 20) -> list[dict[str, Any]]:
+        """The backend's own per-op timings for one normalised NCHW sample ``x``, averaged over ``runs``
+        (after a warm-up): ``[{"name", "op", "ms"}]``, slowest first.
+
+        Raises:
+            NotImplementedError: this backend has no op profiler edgeseg can read.
+        """
+        if not self.loaded:
+            self.load()
+        x = self._validate(x)[:1]
+        spec = self.input_spec
+        native = to_artifact_dtype(_to_channels_last(x) if spec.channels_last else x, spec)
+        rows = self._profile_impl(native, int(runs))
+        return sorted(rows, key=lambda r: -r["ms"])
+
+    def _profile_impl(self, x: np.ndarray, runs: int) -> list[dict[str, Any]]:
+        raise NotImplementedError(f"the {self.name} backend has no op profiler edgeseg can read")
+
     def _tap_impl(self, x: np.ndarray, tensors: list[str]) -> list[np.ndarray | None]:
         raise NotImplementedError(f"the {self.name} backend cannot show its layers' tensors (no layer taps)")
 

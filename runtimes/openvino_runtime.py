@@ -155,6 +155,24 @@ class OpenVINORuntime(Runtime):
         self._taps = None
         self._core = self._model = None
 
+    # ---- per-op profile ----
+    def _profile_impl(self, x: np.ndarray, runs: int) -> list[dict[str, Any]]:
+        """OpenVINO's performance counters (a second compiled model with ``PERF_COUNT``); the op type is
+        given with the kernel the CPU plugin chose (e.g. ``Convolution[brgconv]``)."""
+        config = {**self._config_used, "PERF_COUNT": "YES"}
+        compiled = self._core.compile_model(self._core.read_model(str(self.artifact)), self._device.upper(), config)
+        request = compiled.create_infer_request()
+        for _ in range(3):
+            request.infer({0: x})
+        acc: dict[str, list] = {}
+        for _ in range(runs):
+            request.infer({0: x})
+            for info in request.profiling_info:
+                kernel = info.exec_type.split("_")[0] if info.exec_type else ""
+                op = f"{info.node_type}[{kernel}]" if kernel else info.node_type
+                acc.setdefault(info.node_name, [op, 0.0])[1] += info.real_time.total_seconds() * 1000.0
+        return [{"name": n, "op": op, "ms": ms / runs} for n, (op, ms) in acc.items() if ms > 0]
+
     # ---- layer taps ----
     layer_notes = ["openvino: a tapped int8 tensor is its FakeQuantize output (what the CPU plugin's fused int8 "
                    "kernel writes)"]

@@ -184,6 +184,41 @@ class OnnxRuntime(Runtime):
         self._session = None
         self._taps = None
 
+    # ---- per-op profile ----
+    def _profile_impl(self, x: np.ndarray, runs: int) -> list[dict[str, Any]]:
+        """onnxruntime's own profiler (a second session with ``enable_profiling``; its JSON is read and
+        removed)."""
+        import json
+        import os
+        import tempfile
+
+        import onnxruntime as ort
+
+        so, kwargs = self._session_args
+        prof = ort.SessionOptions()
+        prof.graph_optimization_level = so.graph_optimization_level
+        prof.intra_op_num_threads, prof.inter_op_num_threads = so.intra_op_num_threads, so.inter_op_num_threads
+        prof.enable_profiling = True
+        prof.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="edgeseg-prof-"), "ort")
+        session = ort.InferenceSession(str(self.artifact), sess_options=prof, **kwargs)
+        for _ in range(3):
+            session.run(None, {self._input_name: x})
+        for _ in range(runs):
+            session.run(None, {self._input_name: x})
+        path = session.end_profiling()
+        try:
+            events = json.loads(open(path).read())
+        finally:
+            os.remove(path)
+            os.rmdir(os.path.dirname(path))
+        acc: dict[str, list] = {}
+        for e in events:
+            if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+                name = e["name"][: -len("_kernel_time")]
+                acc.setdefault(name, [e["args"].get("op_name", "?"), 0.0])[1] += e["dur"]
+        calls = runs + 3
+        return [{"name": n, "op": op, "ms": us / calls / 1000.0} for n, (op, us) in acc.items()]
+
     # ---- layer taps ----
     layer_notes = ["onnxruntime: a tapped int8 tensor is the QuantizeLinear output (what the fused int8 kernel "
                    "writes), dequantized with its scale and zero point"]

@@ -230,6 +230,21 @@ class TorchRuntime(Runtime):
                 out = out[0]
             return out.float().cpu().numpy()
 
+    def _profile_impl(self, x: np.ndarray, runs: int) -> list[dict[str, Any]]:
+        """torch.profiler's CPU self time per aten op (the reference runs eager, so ops are aten calls)."""
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        inp = torch.from_numpy(x).to(self.torch_device)
+        with torch.inference_mode():
+            for _ in range(3):
+                self._module(inp)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(runs):
+                    self._module(inp)
+        return [{"name": e.key, "op": e.key, "ms": e.self_cpu_time_total / runs / 1000.0}
+                for e in prof.key_averages() if e.self_cpu_time_total > 0]
+
     def _close_impl(self) -> None:
         if self._saved_threads is not None:
             import torch

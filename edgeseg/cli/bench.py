@@ -70,6 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--db", help="history database (default: $EDGESEG_BENCH_DB or the user data dir)")
     o.add_argument("--no-db", action="store_true", help="do not store the run")
     o.add_argument("--no-html", action="store_true", help="skip the HTML report")
+    o.add_argument("--profile", action="store_true",
+                   help="per-op profiles of every ok row from its runtime's own profiler (after the timing)")
     o.add_argument("--no-layers", action="store_true",
                    help="skip the layer-wise comparison of one int8 artifact per backend (a few seconds each)")
     add_format_argument(o)
@@ -188,6 +190,10 @@ def _run(args) -> int:
         from edgeseg.benchmarks.layers import layer_sections
 
         run.layers = layer_sections(run, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.profile:
+        from edgeseg.benchmarks.profile import profile_rows
+
+        run.profiles = profile_rows(run, log=lambda m: print(m, file=sys.stderr, flush=True))
     paths = write_reports(run, cfg.out, html=not args.no_html)  # the reports first: they survive a DB fault
     baseline = None
     if gates["fail_on_regression"] is not None and db is not None:

@@ -319,3 +319,21 @@ def test_precision_auto_times_both_and_records_the_choice(net, tmp_path):
     assert on_disk["chosen"] == sel[1]["chosen"] and on_disk["this"] == "int8"
     with pytest.raises(ValueError, match="auto compares fp32 with int8, which needs calibration data"):
         convert_model(net, "onnx", "auto", out_dir=tmp_path)
+
+
+# ---- per-op profiles (bench --profile) ----
+def test_op_profiles_come_from_each_runtimes_own_profiler(net, onnx_int8):
+    from edgeseg import runtimes
+    from edgeseg.benchmarks.html_report import render_html
+    from edgeseg.benchmarks.profile import summarize
+    from edgeseg.benchmarks.results import RunResult
+
+    with runtimes.load(onnx_int8.artifact.path, threads=1) as rt:
+        ops = rt.profile_ops(_images(1), runs=3)
+    kinds = {o["op"] for o in ops}
+    assert "QLinearConv" in kinds and all(o["ms"] >= 0 for o in ops) and ops[0]["ms"] >= ops[-1]["ms"]
+    s = summarize(ops)
+    assert abs(sum(s["by_type"].values()) - 1.0) < 1e-3 and len(s["top"]) <= 8
+    page = render_html(RunResult(run_id="r", created="", config={}, environment={}, rows=[],
+                                 profiles=[{"row": "onnx/int8", **s}, {"row": "tflite/int8", "error": "no profiler"}]))
+    assert "Per-op profiles" in page and "<td>QLinearConv</td>" in page and "no profile (no profiler)" in page
