@@ -319,8 +319,18 @@ def convert_model(
     model_cfg = {**mcfg.to_dict(), "model_kwargs": kwargs, "input_size": list(size)}
     if export.tta:
         model_cfg["tta"] = net.spec.to_dict()
+    from edgeseg.converters.rewrites import apply as apply_rewrites
+
+    check = sample_np if held_back is not None else np.random.default_rng(0).normal(size=sample_np.shape)
+    export_net, rewrites = apply_rewrites(net, torch.from_numpy(check.astype(np.float32)), export.rewrites)
+    for rec in rewrites:
+        if rec.get("applied"):
+            say(f"rewrite {rec['name']}: {rec['count']} place(s), max|d| {rec['max_abs_diff']:.2g} vs the model")
+        elif "max_abs_diff" in rec:
+            warnings.warn(f"rewrite {rec['name']} not kept: {rec['reason']}", stacklevel=2)
     ctx = _Context(net=net, out=out, model_name=mcfg.name, model_cfg=model_cfg, pre=pre, classes=classes,
-                   wrec=wrec, held_back=held_back, threads=verify.threads, say=say)
+                   wrec=wrec, held_back=held_back, threads=verify.threads, say=say, export_net=export_net,
+                   rewrites=rewrites)
     results = []
     for t in targets:
         converter = get_converter(t)  # one instance per target: it may reuse work across precisions
@@ -388,6 +398,8 @@ class _Context:
     held_back: CalibrationSet | None
     threads: int | None
     say: Callable[[str], None]
+    export_net: Any = None  # the copy that is exported (deploy-time rewrites applied); None: net
+    rewrites: list[dict[str, Any]] | None = None
     reference: np.ndarray | None = None  # FP32 logits of the held-back images, computed once
 
     def reference_logits(self, manifest: Manifest) -> np.ndarray:
@@ -417,7 +429,9 @@ def _convert_one(ctx: _Context, converter: Converter, sample: Any, cfg: ConvertC
             run_cfg = replace(cfg, keep_float=tuple(dict.fromkeys([*cfg.keep_float, *keep]))) if keep else cfg
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                art = converter.convert(ctx.net, sample, run_cfg, staging / file_name)
+                art = converter.convert(ctx.export_net or ctx.net, sample, run_cfg, staging / file_name)
+            if ctx.rewrites:
+                art.extra = {**art.extra, "rewrites": ctx.rewrites}
             manifest = build_manifest(art, run_cfg, ctx.model_name, ctx.model_cfg, ctx.pre, ctx.classes, ctx.wrec)
             manifest.save(manifest_path(art.path))
             made[:] = [art, manifest]

@@ -46,6 +46,8 @@ class ExportOptions:
         tta: a test-time augmentation mode the artifact carries in its graph (``"hflip"``, ``"flips"``, ...;
             see :mod:`edgeseg.common.tta`): the model is wrapped before export, verified as wrapped, and the
             manifest records it under ``model_cfg["tta"]``. None: none.
+        rewrites: exact deploy-time rewrites applied to a copy of the model before export (see
+            :mod:`edgeseg.converters.rewrites`); None: the default set, (): none.
     """
 
     img_size: int | tuple[int, ...] | None = None
@@ -56,6 +58,7 @@ class ExportOptions:
     simplify: bool = True
     name: str | None = None
     tta: str | None = None
+    rewrites: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.tta is not None:

@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", help="nchw or nhwc I/O (default: nhwc for tflite, nchw otherwise)")
     p.add_argument("--out", default="exports", help="output folder (default exports/)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check against the FP32 model")
+    p.add_argument("--no-rewrites", action="store_true",
+                   help="export the model as it is (default: exact deploy-time rewrites, each verified to "
+                   "max|d| < 1e-5, e.g. the MKIR channel shuffle folded into the next pointwise conv)")
     add_format_argument(p)
     q = p.add_argument_group("quantization")
     q.add_argument("--int8-scheme", default="static", help="static (calibrated, default) or dynamic")
@@ -222,6 +225,7 @@ def main(args: argparse.Namespace) -> int:
                 opset=args.opset,
                 simplify=not args.no_simplify,
                 name=args.name,
+                rewrites=() if args.no_rewrites else None,
                 tta=args.tta,
             ),
             quant=QuantOptions(

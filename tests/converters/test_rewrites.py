@@ -1,0 +1,60 @@
+"""Deploy-time rewrites: exact (checked against the original model), recorded, and optional."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+
+def _net():
+    from edgeseg.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("ultralightunet-t").eval()
+
+
+def test_folding_the_channel_shuffle_is_exact_and_leaves_the_model_alone():
+    from edgeseg.converters.rewrites import apply, fold_channel_shuffles
+    from edgeseg.layers.mkconv import MKIR
+
+    net = _net()
+    x = torch.randn(2, 3, 64, 64)
+    before = {n: m.shuffle_groups for n, m in net.named_modules() if isinstance(m, MKIR)}
+    assert any(g > 1 for g in before.values())
+    rewritten, [rec] = apply(net, x)
+    assert rec["name"] == "fold-shuffle" and rec["applied"] and rec["count"] == sum(g > 1 for g in before.values())
+    assert rec["max_abs_diff"] < 1e-5 and rewritten is not net
+    assert all(m.shuffle_groups == 1 for m in rewritten.modules() if isinstance(m, MKIR))
+    assert {n: m.shuffle_groups for n, m in net.named_modules() if isinstance(m, MKIR)} == before  # untouched
+    with torch.no_grad():
+        assert torch.allclose(rewritten(x), net(x), atol=1e-5)
+    assert fold_channel_shuffles(rewritten) == 0  # nothing left to fold
+    same, records = apply(net, x, ())
+    assert same is net and records == []
+    with pytest.raises(ValueError, match="unknown rewrite 'fuse-everything'"):
+        apply(net, x, ("fuse-everything",))
+
+
+def test_a_converted_artifact_records_its_rewrites_and_loses_the_shuffle_ops(tmp_path):
+    import onnx
+
+    from edgeseg.converters import ExportOptions, VerifyOptions, convert_model
+
+    def convert(rewrites, name):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            [r] = convert_model(_net(), "onnx", "fp32", export=ExportOptions(img_size=64, rewrites=rewrites, name=name),
+                                verify=VerifyOptions(images=4), out_dir=tmp_path)
+        return r
+
+    folded, plain = convert(None, "folded"), convert((), "plain")
+    assert folded.passed and plain.passed
+    assert folded.manifest.extra["rewrites"][0]["applied"] and "rewrites" not in plain.manifest.extra
+
+    def transposes(r):
+        return sum(n.op_type == "Transpose" for n in onnx.load(str(r.artifact.path)).graph.node)
+
+    assert transposes(folded) < transposes(plain)
