@@ -3,7 +3,7 @@
 A target's capabilities (:class:`TargetSpec`) are part of its format record in
 :mod:`edgeseg.runtimes.formats`; adding a target is its converter module (a :class:`Converter` subclass)
 plus that record. Nothing else in the package switches on the target name. A converter writes its artifact at
-the path it is given (a staging path: :mod:`edgeseg.converters.api` moves finished files into place and writes the
+the path it is given (a staging path: :mod:`edgeseg.converters.staging` moves finished files into place and writes the
 manifest last) and returns an :class:`Artifact` describing what it wrote.
 """
 

@@ -65,7 +65,7 @@ class ExecuTorchConverter(Converter):
 
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
         if cfg.keep_float:
-            from edgeseg.converters.layerwise import keep_float_in_pt2e
+            from edgeseg.converters.scopes import keep_float_in_pt2e
 
             keep_float_in_pt2e(quantizer, cfg.keep_float)
         prepared = prepare_pt2e(program.module(), quantizer)

@@ -149,7 +149,7 @@ def _nodes_of(proto: Any, model: Any, layers: tuple[str, ...]) -> list[str]:
     """The graph's node names inside ``layers`` (torch module paths): what quantize_static must exclude."""
     if not layers:
         return []
-    from edgeseg.converters.layerwise import ModuleIndex, nodes_in, scoped
+    from edgeseg.converters.scopes import ModuleIndex, nodes_in, scoped
 
     return nodes_in(scoped(n.name for n in proto.graph.node if n.name), ModuleIndex(model), layers)
 

@@ -114,7 +114,7 @@ class OpenVINOConverter(Converter):
         }
         ignored = None
         if cfg.keep_float:
-            from edgeseg.converters.layerwise import ModuleIndex, nodes_in, scoped
+            from edgeseg.converters.scopes import ModuleIndex, nodes_in, scoped
 
             names = nodes_in(scoped(op.get_friendly_name() for op in ov_model.get_ordered_ops()),
                              ModuleIndex(model), cfg.keep_float)

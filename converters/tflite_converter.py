@@ -147,7 +147,7 @@ class TFLiteConverter(Converter):
             get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
         )
         if cfg.keep_float:
-            from edgeseg.converters.layerwise import keep_float_in_pt2e
+            from edgeseg.converters.scopes import keep_float_in_pt2e
 
             keep_float_in_pt2e(quantizer, cfg.keep_float, "wrapped." if cfg.channels_last else "")
         with torch.no_grad():

@@ -323,10 +323,11 @@ def test_precision_auto_times_both_and_records_the_choice(net, tmp_path):
 
 # ---- per-op profiles (bench --profile) ----
 def test_op_profiles_come_from_each_runtimes_own_profiler(net, onnx_int8):
-    from edgeseg import runtimes
     from edgeseg.benchmarks.html_report import render_html
     from edgeseg.benchmarks.profile import summarize
     from edgeseg.benchmarks.results import RunResult
+
+    from edgeseg import runtimes
 
     with runtimes.load(onnx_int8.artifact.path, threads=1) as rt:
         ops = rt.profile_ops(_images(1), runs=3)

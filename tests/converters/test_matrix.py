@@ -256,7 +256,7 @@ def test_more_variants_slow(checkpoint, reference, tmp_path, target, precision, 
 
 # ---- atomicity ----
 def test_a_failed_conversion_leaves_no_complete_looking_artifact(checkpoint, tmp_path, monkeypatch):
-    import edgeseg.converters.api as api
+    import edgeseg.converters.staging as staging
 
     stale = tmp_path / "ultralightunet-t_fp32.onnx.json"
     stale.write_text("{}")
@@ -264,7 +264,7 @@ def test_a_failed_conversion_leaves_no_complete_looking_artifact(checkpoint, tmp
     def killed(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(api, "verify_artifact", killed)
+    monkeypatch.setattr(staging, "verify_artifact", killed)
     with pytest.raises(KeyboardInterrupt):
         _convert(checkpoint, tmp_path, "onnx", "fp32")
     # no artifact and no staging folder; what was there before is left as it was (a re-conversion that fails

@@ -18,6 +18,7 @@ def _net():
 
 def test_folding_the_channel_shuffle_is_exact_and_leaves_the_model_alone():
     from edgeseg.converters.rewrites import apply, fold_channel_shuffles
+
     from edgeseg.layers.mkconv import MKIR
 
     net = _net()
@@ -40,7 +41,6 @@ def test_folding_the_channel_shuffle_is_exact_and_leaves_the_model_alone():
 
 def test_a_converted_artifact_records_its_rewrites_and_loses_the_shuffle_ops(tmp_path):
     import onnx
-
     from edgeseg.converters import ExportOptions, VerifyOptions, convert_model
 
     def convert(rewrites, name):
