@@ -124,6 +124,7 @@ def fit(
     *,
     max_trials: int = MAX_TRIALS,
     log: Callable[[str], None] | None = None,
+    first: Any = None,
 ) -> tuple[Any, BudgetResult]:
     """Search for the fewest float layers that keep the drop within ``max_drop``.
 
@@ -135,6 +136,7 @@ def fit(
         post: the post-processing (threshold) that makes masks of logits.
         max_drop: the budget.
         max_trials: conversions allowed after the first.
+        first: the all-int8 artifact when the caller already built it (else the first trial builds it).
 
     Returns:
         (the chosen artifact's handle, the record). The chosen artifact is the last one ``make`` built.
@@ -151,9 +153,9 @@ def fit(
                           search_images=half, confirm_images=n - half)
     built: dict[int, Any] = {}
 
-    def trial(keep: Sequence[str]) -> float:
+    def trial(keep: Sequence[str], handle: Any = None) -> float:
         t0 = time.perf_counter()
-        handle = make(list(keep))
+        handle = make(list(keep)) if handle is None else handle
         logits = run(handle, images[search])
         drop, agree = drop_of(reference[search], logits, post, lab(search))
         result.trials.append(Trial(keep_float=list(keep), drop=float(drop), agreement=float(agree),
@@ -163,7 +165,7 @@ def fit(
             f"(agreement {agree:.4f})")
         return drop
 
-    if trial([]) <= max_drop:
+    if trial([], first) <= max_drop:
         result.chosen = 0
     else:
         try:

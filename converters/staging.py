@@ -208,15 +208,8 @@ def fit_budget(ctx: Context, make: Callable[[Sequence[str]], Any], cfg: ConvertC
         report = explain(handle[0].path, ctx.net, held.images[: max(1, len(held) // 2)], threads=ctx.threads)
         return report.ranked()
 
-    first = make(())
+    first = make(())  # built here: its manifest gives the reference's pre- and post-processing
     reference = ctx.reference_logits(first[1])
-    built = {"first": first}
-
-    def make_once(keep: Sequence[str]) -> Any:
-        if not keep and "first" in built:  # the first trial reuses the conversion made for the reference
-            return built.pop("first")
-        return make(keep)
-
-    return fit(make_once, run, rank, held.images, reference, held.labels, first[1].postprocessing,
-               cfg.max_dice_drop, log=ctx.say)
+    return fit(make, run, rank, held.images, reference, held.labels, first[1].postprocessing,
+               cfg.max_dice_drop, log=ctx.say, first=first)
 
