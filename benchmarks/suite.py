@@ -49,16 +49,9 @@ def list_suites() -> list[str]:
 
 def find_suite(ref: str | Path) -> Path:
     """A suite file from a path or a shipped suite's name (``kvasir-polyp``)."""
-    path = Path(ref)
-    if path.is_file():
-        return path
-    named = SUITES_DIR / f"{ref}.yaml"
-    if named.is_file():
-        return named
-    close = difflib.get_close_matches(str(ref), list_suites(), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise FileNotFoundError(f"suite {ref!r} not found.{hint} Shipped suites: {', '.join(list_suites())} "
-                            f"(in {SUITES_DIR}), or give a YAML path")
+    from edgeseg.common.io import find_shipped_yaml
+
+    return find_shipped_yaml(ref, SUITES_DIR, "suite", show_folder=True)
 
 
 def _resolve_path(value: str | None) -> str | None:

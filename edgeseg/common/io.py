@@ -137,6 +137,29 @@ def atomic_write_json(dest: str | Path, obj: Any) -> Path:
     return atomic_write_text(dest, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def find_shipped_yaml(ref: str | Path, folder: Path, kind: str, show_folder: bool = False) -> Path:
+    """A YAML file from a path, or the name of one shipped in ``folder`` (a bench suite, a recipe).
+
+    Raises:
+        FileNotFoundError: neither a file nor a shipped name; the message lists the shipped names and the
+            closest one.
+    """
+    import difflib
+
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return path
+    named = folder / f"{ref}.yaml"
+    if named.is_file():
+        return named
+    shipped = sorted(p.stem for p in folder.glob("*.yaml"))
+    close = difflib.get_close_matches(str(ref), shipped, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    where = f" (in {folder})" if show_folder else ""
+    raise FileNotFoundError(f"{kind} {str(ref)!r} not found.{hint} Shipped {kind}s: {', '.join(shipped)}{where}, "
+                            "or give a YAML path")
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file."""
     h = hashlib.sha256()

@@ -346,16 +346,9 @@ def find_recipe(ref: str | Path) -> Path:
     Raises:
         FileNotFoundError: neither a file nor a shipped name (with the shipped names).
     """
-    path = Path(ref).expanduser()
-    if path.is_file():
-        return path
-    named = RECIPES_DIR / f"{ref}.yaml"
-    if named.is_file():
-        return named
-    close = difflib.get_close_matches(str(ref), list_recipes(), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise FileNotFoundError(f"recipe {str(ref)!r} not found.{hint} Shipped recipes: {', '.join(list_recipes())}, "
-                            "or give a YAML path")
+    from edgeseg.common.io import find_shipped_yaml
+
+    return find_shipped_yaml(ref, RECIPES_DIR, "recipe")
 
 
 def recipe_description(ref: str | Path) -> str:
