@@ -45,7 +45,7 @@ from edgeseg.apps.endoscopy.pipeline import LoopState, handle_key  # noqa: E402
 from edgeseg.runtimes import Runtime  # noqa: E402
 from edgeseg.runtimes.manifest import Manifest, Preprocessing, TensorSpec  # noqa: E402
 
-from tests.conftest import REPO  # noqa: E402
+from tests.conftest import REPO, tail_losing_writer  # noqa: E402
 from tests.test_packaging import _BLOCK_TORCH  # noqa: E402
 
 N_FRAMES = 24
@@ -691,21 +691,7 @@ def test_a_recording_cut_short_without_a_word_is_not_kept(clip, tmp_path, monkey
 
     real = cv2.VideoWriter
 
-    class LosesTheTail:
-        def __init__(self, path, *args):
-            self.path, self.w = path, real(path, *args)
-
-        def isOpened(self):
-            return self.w.isOpened()
-
-        def write(self, frame):
-            self.w.write(frame)
-
-        def release(self):
-            self.w.release()
-            os.truncate(self.path, int(os.path.getsize(self.path) * 0.6))
-
-    monkeypatch.setattr(cv2, "VideoWriter", LosesTheTail)
+    monkeypatch.setattr(cv2, "VideoWriter", tail_losing_writer(real, 0.6))
     rec = tmp_path / "cut.avi"
     summary = run_demo(DemoConfig(source=str(clip), headless=True, record=str(rec)), segmenter=_oracle_segmenter())
     assert summary.status == "error" and EXIT_CODES[summary.status] == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from edgeseg.runtimes.manifest import Preprocessing  # noqa: E402
 from edgeseg.runtimes.processing import preprocess, read_image, sigmoid  # noqa: E402
 
 from edgeseg.cli import main  # noqa: E402
-from tests.conftest import REPO  # noqa: E402
+from tests.conftest import REPO, tail_losing_writer  # noqa: E402
 from tests.runtimes.test_backends import MODEL, SIZE, export_onnx, reference_model, torch_logits  # noqa: E402
 from tests.test_packaging import _BLOCK_TORCH  # noqa: E402
 
@@ -135,21 +134,7 @@ def test_predict_video_cut_short_by_a_full_device_is_not_kept(setup, tmp_path, m
             "avi"]
     real = cv2.VideoWriter
 
-    class LosesTheTail:  # the last writes never reach the device; the header still promises every frame
-        def __init__(self, path, *a):
-            self.path, self.w = path, real(path, *a)
-
-        def isOpened(self):
-            return self.w.isOpened()
-
-        def write(self, frame):
-            self.w.write(frame)
-
-        def release(self):
-            self.w.release()
-            os.truncate(self.path, os.path.getsize(self.path) // 2)
-
-    monkeypatch.setattr(cv2, "VideoWriter", LosesTheTail)
+    monkeypatch.setattr(cv2, "VideoWriter", tail_losing_writer(real, 0.5))
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(r"the video written to .*clip_overlay\.avi holds \d of its 6 frames", err[0])
