@@ -64,8 +64,10 @@ def fastest_artifact(
     iters: int = 20,
     root: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    tune: bool = True,
 ) -> Choice:
-    """Convert (once), verify and time the candidates; return the fastest.
+    """Convert (once), verify, tune (``edgeseg.runtimes.tuning``, at ``threads`` when given) and time the
+    candidates; return the fastest. Its manifest holds the tuned settings, so loading it applies them.
 
     Raises:
         ValueError: no candidate runtime is installed, or none passed verification.
@@ -119,6 +121,13 @@ def fastest_artifact(
         if not res.passed:
             say(f"  {target}: failed verification, not a candidate ({res.parity.summary()})")
             continue
+        if tune:
+            from edgeseg.runtimes import tuning
+
+            found = tuning.tune(res.artifact.path, threads=threads, options=tuning.TuneOptions(rounds=7, budget_s=15))
+            tuning.record(res.artifact.path, found)
+            say(f"  {target}: tuned {', '.join(f'{k}={v}' for k, v in found.settings.items())} "
+                f"({found.speedup:.2f}x the default)")
         timings[target] = _median_ms(res.artifact.path, threads, iters)
         paths[target] = res.artifact.path
     if not timings:

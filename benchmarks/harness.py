@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from edgeseg.benchmarks import stats
+from edgeseg.benchmarks.jobs import ConvertJob, MeasureJob, StageRunner, TuneJob
 from edgeseg.benchmarks.results import (
     LOAD_FAILED,
     OK,
@@ -118,6 +117,7 @@ class BenchConfig:
     max_abs_diff: dict[str, float | None] = field(default_factory=dict)
     runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     convert_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tune: bool = False  # search each artifact's fastest runtime settings here first (edgeseg.runtimes.tuning)
 
     def validate(self) -> None:
         self.targets = parse_list(self.targets, TARGETS, "target(s)")
@@ -215,53 +215,6 @@ def artifact_size(path: Path, target: str) -> int:
     return sum(f.stat().st_size for f in FORMATS[target].files(path))
 
 
-class _Stage:
-    """Run one worker stage in a subprocess (or in-process) and return its result dict."""
-
-    command = [sys.executable, "-m", "edgeseg.benchmarks.worker"]  # tests swap in a crashing stand-in
-
-    def __init__(self, work: Path, isolate: bool, timeout: float, threads: int | None,
-                 busy_wait: str = "default"):
-        self.work, self.isolate, self.timeout, self.threads = work, isolate, timeout, threads
-        self.omp_wait_policy = {"off": "PASSIVE", "on": "ACTIVE"}.get(busy_wait)
-        self.n = 0
-
-    def __call__(self, stage: str, job: dict[str, Any]) -> dict[str, Any]:
-        from edgeseg.benchmarks import worker
-
-        if not self.isolate:
-            return worker.do_convert(job) if stage == "convert" else worker.do_measure(job)
-        self.n += 1
-        job_path = self.work / f"job-{self.n:03d}-{stage}.json"
-        res_path = self.work / f"job-{self.n:03d}-{stage}.result.json"
-        job_path.write_text(json.dumps(job, default=str))
-        env = dict(os.environ)
-        if self.threads:
-            env["OMP_NUM_THREADS"] = str(self.threads)
-        if self.omp_wait_policy:
-            env["OMP_WAIT_POLICY"] = self.omp_wait_policy
-        cmd = [*self.command, stage, str(job_path), str(res_path)]
-        log_path = self.work / f"job-{self.n:03d}-{stage}.log"
-        with open(log_path, "w") as log:
-            try:
-                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=self.timeout)
-                code: int | None = proc.returncode
-            except subprocess.TimeoutExpired:
-                code = None
-        res = json.loads(res_path.read_text()) if res_path.is_file() else {"ok": False, "stage": stage}
-        if res.get("ok") or "status" in res:
-            return res
-        where = res.get("stage", stage)
-        if code is None:
-            why = f"timed out after {self.timeout:g} s during {where}"
-        elif code < 0:
-            why = f"process killed by signal {-code} during {where} (see {log_path.name})"
-        else:
-            why = f"process exited with code {code} during {where} (see {log_path.name})"
-        status = "convert-failed" if where == "convert" else LOAD_FAILED
-        return {"ok": False, "stage": where, "status": status, "reason": why}
-
-
 def _check_available(spec: RowSpec) -> str | None:
     """Why the row cannot run here (missing backend or device), or None."""
     from edgeseg.runtimes import get_runtime
@@ -294,14 +247,28 @@ def _valid_cached(path: Path, wsha: str) -> bool:
     return sha in (None, wsha)
 
 
-def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> RunResult:
-    """Run the whole matrix of ``cfg``; returns the run (not yet stored or reported).
+@dataclass
+class _Plan:
+    """What every row of one run shares: decided once, before the first row (stage "plan")."""
 
-    Examples:
-        >>> run = run_benchmark(BenchConfig("ultralightunet-s", targets=["onnx"], precisions=["fp32"]))
-        >>> [(r.target, r.status, r.p50) for r in run.rows]
-    """
-    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    cfg: BenchConfig
+    run_id: str
+    work: Path
+    art_root: Path
+    weights: Path
+    weights_sha: str
+    weights_label: str
+    img: int
+    cases: Any
+    inputs: Path
+    env: dict[str, Any]
+    macs: int
+    num_classes: int
+    specs: list[RowSpec]
+
+
+def _plan(cfg: BenchConfig, say: Callable[[str], None]) -> _Plan:
+    """Validate the configuration, resolve the weights, the input size and the cases, and expand the matrix."""
     cfg.validate()
     from edgeseg.models import get_model_cfg
 
@@ -316,10 +283,8 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
     run_id = new_run_id()
     work = out / "work" / run_id
     work.mkdir(parents=True)
-    art_root = Path(cfg.artifacts) if cfg.artifacts else out / "artifacts"
-
     from edgeseg.benchmarks.data import load_cases
-    from edgeseg.benchmarks.environment import capture_environment, compute_floor_ms
+    from edgeseg.benchmarks.environment import capture_environment
 
     wpath, wsha, wlabel = resolve_weights(cfg.model, cfg.weights, work)
     mean, std, trained = checkpoint_preprocessing(wpath, mcfg)
@@ -335,79 +300,138 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
     env = capture_environment(cfg.threads, measure_peak=True)
     from edgeseg.profiling import profile
 
-    macs = profile(cfg.model, img).macs
-    specs = expand_matrix(cfg.targets, cfg.precisions, cfg.devices, cfg.runtimes)
-    stage = _Stage(work, cfg.isolate, cfg.row_timeout, cfg.threads, cfg.busy_wait)
+    return _Plan(cfg=cfg, run_id=run_id, work=work,
+                 art_root=Path(cfg.artifacts) if cfg.artifacts else out / "artifacts", weights=wpath,
+                 weights_sha=wsha, weights_label=wlabel, img=img, cases=cases, inputs=inputs_path, env=env,
+                 macs=profile(cfg.model, img).macs, num_classes=mcfg.num_classes,
+                 specs=expand_matrix(cfg.targets, cfg.precisions, cfg.devices, cfg.runtimes))
+
+
+def _convert(plan: _Plan, spec: RowSpec, row: Row, stage: StageRunner, say: Callable[[str], None]) -> Path | None:
+    """Stage "convert": the row's artifact, reused from the cache or converted (and tuned with ``--tune``);
+    None when the row failed (its status says why)."""
+    cfg = plan.cfg
+    if spec.is_reference:
+        row.size_bytes = plan.weights.stat().st_size
+        return plan.weights
+    options = cfg.convert_options.get(spec.target)
+    artifact = artifact_path(plan.art_root, cfg.model, plan.img, plan.weights_sha, spec.target, spec.precision,
+                             options)
+    if cfg.reuse and _valid_cached(artifact, plan.weights_sha):
+        row.reused = True
+    else:
+        job = ConvertJob(model=cfg.model, weights=str(plan.weights), target=spec.target,
+                         precision=spec.precision, out_dir=str(artifact.parent), img_size=plan.img,
+                         name=cfg.model, calib=cfg.data, calib_size=cfg.calibration, threads=cfg.threads,
+                         options=dict(options or {}))
+        say(f"{spec.label}: converting ...")
+        res = stage("convert", job)
+        if not res.get("ok"):
+            row.fail(res.get("status", "convert-failed"), res.get("reason", "conversion failed"))
+            say(f"{spec.label}: {row.status} ({row.reason})")
+            return None
+        artifact = Path(res["artifact"])
+        row.reused, row.convert_time_s = False, res.get("convert_time_s")
+    row.size_bytes = artifact_size(artifact, spec.target)
+    if cfg.tune:
+        res = stage("tune", TuneJob(artifact=str(artifact), runtime=spec.runtime, device=spec.device,
+                                    threads=cfg.threads))
+        if res.get("ok"):
+            chosen = ", ".join(f"{k}={v}" for k, v in res["settings"].items() if k != "threads")
+            say(f"{spec.label}: tuned: {chosen or 'defaults'} ({res['speedup']:.2f}x the default, one run)")
+        else:  # the row is still measured, with the backend's defaults
+            say(f"{spec.label}: tuning failed ({res.get('reason', 'unknown')}); measuring with the defaults")
+    return artifact
+
+
+def _measure(plan: _Plan, spec: RowSpec, row: Row, artifact: Path, stage: StageRunner, n: int,
+             say: Callable[[str], None]) -> np.ndarray | None:
+    """Stage "measure": load, time and run every case; the logits, or None when the row failed."""
+    cfg = plan.cfg
+    opts = runtime_options(cfg, spec.runtime)
+    if spec.is_reference:
+        opts.setdefault("model", cfg.model)
+    job = MeasureJob(artifact=str(artifact), runtime=spec.runtime, device=spec.device, threads=cfg.threads,
+                     options=opts, inputs=str(plan.inputs), outputs=str(plan.work / f"outputs-{n:03d}.npy"),
+                     warmup=cfg.warmup, iters=None if cfg.min_time else cfg.iters, min_time=cfg.min_time)
+    res = stage("measure", job)
+    if not res.get("ok"):
+        row.fail(res.get("status", LOAD_FAILED), res.get("reason", "measurement failed"))
+        say(f"{spec.label}: {row.status} ({row.reason})")
+        return None
+    if "outputs_path" in res:
+        logits = np.load(res["outputs_path"])
+        Path(res["outputs_path"]).unlink()  # up to tens of MB per row; the figures are what is kept
+    else:
+        logits = res["outputs"]
+    _fill(row, res, logits, plan.cases.masks, plan.num_classes)
+    return logits
+
+
+def _score(plan: _Plan, row: Row, logits: np.ndarray, ref_logits: np.ndarray | None,
+           say: Callable[[str], None]) -> None:
+    """Stage "score": fidelity against the reference's logits, judged by the run's limits."""
+    cfg = plan.cfg
+    if not row.reference and ref_logits is not None:
+        act = "sigmoid" if logits.shape[1] == 1 else "softmax"
+        for k, v in stats.fidelity(logits, ref_logits, act).items():
+            if hasattr(row, k):
+                setattr(row, k, v)
+    judge_fidelity(row, cfg.min_agreement, cfg.max_abs_diff)
+    if row.status == OK and ref_logits is None and not row.reference:
+        row.reason = "no reference outputs: fidelity not measured"
+    say(f"{row.spec.label}: {row.status} p50 {row.p50:.2f} ms, Dice {row.dice:.4f}"
+        + (f", agreement {row.agreement:.4f}" if row.agreement is not None else "")
+        + (f" ({row.reason})" if row.reason else ""))
+
+
+def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> RunResult:
+    """Run the whole matrix of ``cfg``; returns the run (not yet stored or reported).
+
+    Stages: plan (once), then per row convert -> measure -> score, each in its own process by default.
+
+    Examples:
+        >>> run = run_benchmark(BenchConfig("ultralightunet-s", targets=["onnx"], precisions=["fp32"]))
+        >>> [(r.target, r.status, r.p50) for r in run.rows]
+    """
+    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    plan = _plan(cfg, say)
+    stage = StageRunner(plan.work, cfg.isolate, cfg.row_timeout, cfg.threads, cfg.busy_wait)
     rows: list[Row] = []
     ref_logits: np.ndarray | None = None
-    for i, spec in enumerate(specs, 1):
+    for i, spec in enumerate(plan.specs, 1):
         row = Row.from_spec(spec, threads=cfg.threads, isolated=cfg.isolate)
         rows.append(row)
+        step = f"[{i}/{len(plan.specs)}]"
+
+        def tell(m: str, step: str = step) -> None:
+            say(f"{step} {m}")
+
         why = _check_available(spec)
         if why:
             row.fail(UNAVAILABLE, why)
-            say(f"[{i}/{len(specs)}] {spec.label}: unavailable ({why})")
+            tell(f"{spec.label}: unavailable ({why})")
             continue
-        if spec.is_reference:
-            artifact, row.size_bytes = wpath, wpath.stat().st_size
-        else:
-            artifact = artifact_path(art_root, cfg.model, img, wsha, spec.target, spec.precision,
-                                     cfg.convert_options.get(spec.target))
-            if cfg.reuse and _valid_cached(artifact, wsha):
-                row.reused = True
-            else:
-                job = {"model": cfg.model, "weights": str(wpath), "target": spec.target,
-                       "precision": spec.precision, "out_dir": str(artifact.parent), "name": cfg.model,
-                       "img_size": img, "calib": cfg.data, "calib_size": cfg.calibration, "threads": cfg.threads,
-                       "options": cfg.convert_options.get(spec.target, {})}
-                say(f"[{i}/{len(specs)}] {spec.label}: converting ...")
-                res = stage("convert", job)
-                if not res.get("ok"):
-                    row.fail(res.get("status", "convert-failed"), res.get("reason", "conversion failed"))
-                    say(f"[{i}/{len(specs)}] {spec.label}: {row.status} ({row.reason})")
-                    continue
-                artifact = Path(res["artifact"])
-                row.reused, row.convert_time_s = False, res.get("convert_time_s")
-            row.size_bytes = artifact_size(artifact, spec.target)
+        artifact = _convert(plan, spec, row, stage, tell)
+        if artifact is None:
+            continue
         row.artifact = str(artifact)
-        opts = runtime_options(cfg, spec.runtime)
-        if spec.is_reference:
-            opts.setdefault("model", cfg.model)
-        job = {"artifact": str(artifact), "runtime": spec.runtime, "device": spec.device, "threads": cfg.threads,
-               "options": opts, "inputs": str(inputs_path), "outputs": str(work / f"outputs-{i:03d}.npy"),
-               "warmup": cfg.warmup, "iters": None if cfg.min_time else cfg.iters, "min_time": cfg.min_time}
-        res = stage("measure", job)
-        if not res.get("ok"):
-            row.fail(res.get("status", LOAD_FAILED), res.get("reason", "measurement failed"))
-            say(f"[{i}/{len(specs)}] {spec.label}: {row.status} ({row.reason})")
+        logits = _measure(plan, spec, row, artifact, stage, i, tell)
+        if logits is None:
             continue
-        if "outputs_path" in res:
-            logits = np.load(res["outputs_path"])
-            Path(res["outputs_path"]).unlink()  # up to tens of MB per row; the figures are what is kept
-        else:
-            logits = res["outputs"]
-        _fill(row, res, logits, cases.masks, mcfg.num_classes)
+        _score(plan, row, logits, ref_logits, tell)
         if spec.is_reference:
             ref_logits = logits
-        elif ref_logits is not None:
-            act = "sigmoid" if logits.shape[1] == 1 else "softmax"
-            for k, v in stats.fidelity(logits, ref_logits, act).items():
-                if hasattr(row, k):
-                    setattr(row, k, v)
-        judge_fidelity(row, cfg.min_agreement, cfg.max_abs_diff)
-        if row.status == OK and ref_logits is None and not spec.is_reference:
-            row.reason = "no reference outputs: fidelity not measured"
-        say(f"[{i}/{len(specs)}] {spec.label}: {row.status} p50 {row.p50:.2f} ms, Dice {row.dice:.4f}"
-            + (f", agreement {row.agreement:.4f}" if row.agreement is not None else "")
-            + (f" ({row.reason})" if row.reason else ""))
     finalize_rows(rows)
     if not cfg.keep_work:
-        inputs_path.unlink(missing_ok=True)
+        plan.inputs.unlink(missing_ok=True)
+    from edgeseg.benchmarks.environment import compute_floor_ms
+
     config = asdict(cfg)
-    config.update(img_size=img, weights=wlabel, weights_path=str(wpath), weights_sha256=wsha, cases=len(cases),
-                  case_ids=cases.ids, macs=macs, batch=1,
-                  compute_floor_ms=compute_floor_ms(macs, env.get("peak_gflops_fp32")))
-    return RunResult(run_id=run_id, created=_now(), config=config, environment=env, rows=rows)
+    config.update(img_size=plan.img, weights=plan.weights_label, weights_path=str(plan.weights),
+                  weights_sha256=plan.weights_sha, cases=len(plan.cases), case_ids=plan.cases.ids,
+                  macs=plan.macs, batch=1, compute_floor_ms=compute_floor_ms(plan.macs, plan.env.get("peak_gflops_fp32")))
+    return RunResult(run_id=plan.run_id, created=_now(), config=config, environment=plan.env, rows=rows)
 
 
 def _fill(row: Row, res: dict[str, Any], logits: np.ndarray, masks: np.ndarray, num_classes: int) -> None:

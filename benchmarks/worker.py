@@ -1,7 +1,8 @@
-"""One stage of one benchmark row, runnable in its own process: ``python -m benchmarks.worker STAGE JOB RESULT``.
+"""One stage of one benchmark row, runnable in its own process: ``python -m edgeseg.benchmarks.worker STAGE JOB RESULT``.
 
-Stages:
+Stages (their jobs are the dataclasses of :mod:`edgeseg.benchmarks.jobs`):
     convert: convert the model to the row's target/precision (``edgeseg.converters.convert_model``) into a folder;
+    tune: search the artifact's fastest runtime settings here and record them in its manifest;
     measure: ``edgeseg.runtimes.load`` the artifact, time it, run every case and save the outputs (``.npy``).
 
 The job and the result are JSON files. The result is rewritten (atomically) as each step starts, so when the
@@ -15,7 +16,6 @@ convert stage is ``convert-failed``; in the measure stage (load or inference) ``
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -23,6 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from edgeseg.benchmarks.jobs import ConvertJob, MeasureJob, TuneJob, job_from_json
 from edgeseg.benchmarks.results import CONVERT_FAILED, LOAD_FAILED, UNAVAILABLE, one_line
 
 
@@ -42,28 +43,22 @@ def error_result(stage: str, exc: BaseException) -> dict[str, Any]:
             "traceback": traceback.format_exc(limit=8)}
 
 
-def do_convert(job: dict[str, Any], progress=None) -> dict[str, Any]:
-    """Convert ``job["model"]`` with ``job["weights"]`` into ``job["out_dir"]`` (``edgeseg.converters.convert_model``).
-
-    The converter's own verification is off by default (``verify=False``): the benchmark measures fidelity
-    itself, on more cases; ``job["options"]`` passes any other ``convert_model`` keyword (e.g.
-    ``quantizer``, ``calib_method``, ``verify``).
-    """
+def do_convert(job: ConvertJob, progress=None) -> dict[str, Any]:
+    """Convert ``job.model`` with ``job.weights`` into ``job.out_dir`` (``edgeseg.converters.convert_model``)."""
     say = progress or (lambda s: None)
     say("convert")
     try:
         from edgeseg.converters import convert_model, split_options
 
-        flat = {"verify": False, "img_size": job["img_size"], "name": job.get("name"),
-                "threads": job.get("threads"), **(job.get("options") or {})}
-        if job["precision"] == "int8" and job.get("calib"):
-            flat.setdefault("calib", job["calib"])
-            flat.setdefault("calib_size", job.get("calib_size", 32))
+        flat = {"verify": False, "img_size": job.img_size, "name": job.name, "threads": job.threads,
+                **job.options}
+        if job.precision == "int8" and job.calib:
+            flat.setdefault("calib", job.calib)
+            flat.setdefault("calib_size", job.calib_size)
         export, quant, verify = split_options(flat)
         t0 = time.perf_counter()
-        results = convert_model(job["model"], target=job["target"], precision=job["precision"],
-                                weights=job.get("weights"), export=export, quant=quant, verify=verify,
-                                out_dir=job["out_dir"])
+        results = convert_model(job.model, target=job.target, precision=job.precision, weights=job.weights,
+                                export=export, quant=quant, verify=verify, out_dir=job.out_dir)
         res = results[0]
         return {"ok": True, "stage": "convert", "artifact": str(res.artifact.path),
                 "convert_time_s": time.perf_counter() - t0, "parity": res.manifest.parity}
@@ -73,8 +68,25 @@ def do_convert(job: dict[str, Any], progress=None) -> dict[str, Any]:
         return error_result("convert", exc)
 
 
-def do_measure(job: dict[str, Any], progress=None) -> dict[str, Any]:
-    """Load ``job["artifact"]`` with ``job["runtime"]`` on ``job["device"]`` and measure it."""
+def do_tune(job: TuneJob, progress=None) -> dict[str, Any]:
+    """Tune ``job.artifact`` for ``job.runtime`` here and record the result in its manifest."""
+    say = progress or (lambda s: None)
+    say("tune")
+    try:
+        from edgeseg.runtimes.tuning import TuneOptions, record, tune
+
+        result = tune(job.artifact, runtime=job.runtime, device=job.device, threads=job.threads,
+                      options=TuneOptions(budget_s=job.budget_s))
+        record(job.artifact, result)
+        return {"ok": True, "stage": "tune", **result.to_dict()}
+    except BaseException as exc:  # noqa: BLE001
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return error_result("tune", exc)
+
+
+def do_measure(job: MeasureJob, progress=None) -> dict[str, Any]:
+    """Load ``job.artifact`` with ``job.runtime`` on ``job.device`` and measure it."""
     import numpy as np
     from edgeseg.benchmarks.measure import measure_runtime
 
@@ -88,15 +100,14 @@ def do_measure(job: dict[str, Any], progress=None) -> dict[str, Any]:
     try:
         from edgeseg import runtimes
 
-        inputs = np.load(job["inputs"], mmap_mode="r")
-        options = dict(job.get("options") or {})
+        inputs = np.load(job.inputs, mmap_mode="r")
 
         def load():
-            return runtimes.load(job["artifact"], runtime=job["runtime"], device=job["device"],
-                                 threads=job.get("threads"), **options)
+            return runtimes.load(job.artifact, runtime=job.runtime, device=job.device, threads=job.threads,
+                                 **job.options)
 
-        res = measure_runtime(load, inputs, warmup=job["warmup"], iters=job.get("iters"),
-                              min_time=job.get("min_time"), outputs_path=job["outputs"], progress=say)
+        res = measure_runtime(load, inputs, warmup=job.warmup, iters=job.iters, min_time=job.min_time,
+                              outputs_path=job.outputs, progress=say)
         res.update(ok=True, stage="done")
         return res
     except BaseException as exc:  # noqa: BLE001
@@ -106,6 +117,9 @@ def do_measure(job: dict[str, Any], progress=None) -> dict[str, Any]:
         if stage["now"] != "load":
             res["reason"] = f"inference failed: {res['reason']}"
         return res
+
+
+STAGES = {"convert": do_convert, "tune": do_tune, "measure": do_measure}
 
 
 def _write(path: str, obj: dict[str, Any]) -> None:
@@ -132,21 +146,21 @@ def die_with_parent(poll_s: float = 0.5) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 3 or argv[0] not in ("convert", "measure"):
-        print("usage: python -m benchmarks.worker {convert|measure} JOB.json RESULT.json", file=sys.stderr)
+    if len(argv) != 3 or argv[0] not in STAGES:
+        print(f"usage: python -m edgeseg.benchmarks.worker {{{'|'.join(STAGES)}}} JOB.json RESULT.json",
+              file=sys.stderr)
         return 2
     stage, job_path, result_path = argv
     die_with_parent()
-    job = json.loads(Path(job_path).read_text())
-    if job.get("threads"):
+    job = job_from_json(stage, Path(job_path).read_text())
+    if job.threads:
         # torch and BLAS read these at import; the runtimes take the explicit thread count as well
-        os.environ.setdefault("OMP_NUM_THREADS", str(job["threads"]))
+        os.environ.setdefault("OMP_NUM_THREADS", str(job.threads))
 
     def progress(s: str) -> None:
         _write(result_path, {"ok": False, "stage": s, "pid": os.getpid()})
 
-    fn = do_convert if stage == "convert" else do_measure
-    result = fn(job, progress)
+    result = STAGES[stage](job, progress)
     _write(result_path, result)
     return 0
 

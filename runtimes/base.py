@@ -154,6 +154,7 @@ class Runtime(ABC):
         self.options = options
         self.loaded = False
         self.int8_warning: str | None = None
+        self.tuned: dict[str, Any] = {}  # settings runtimes.load took from the manifest's tuned record
         self.load_time_s: float | None = None
 
     # ---- discovery (class level) ----
@@ -189,6 +190,13 @@ class Runtime(ABC):
         """Load options that make the backend's worker threads spin (``spin``) or sleep between ops; {} when
         it has no such switch. The benchmark measured why this matters on shared cores."""
         return {}
+
+    @classmethod
+    def tuning_space(cls, device: str) -> list[Any]:
+        """The settings beyond ``threads`` that :mod:`edgeseg.runtimes.tuning` may search on ``device``, as
+        :class:`~edgeseg.runtimes.tuning.Knob` objects (the default value first); [] when there are none.
+        Only settings that change speed, never results, belong here."""
+        return []
 
     @classmethod
     def summary(cls, details: dict[str, Any]) -> str:
@@ -277,6 +285,8 @@ class Runtime(ABC):
             "threads": self.threads,
             "artifact": str(self.artifact),
         }
+        if self.tuned:
+            d["tuned"] = self.tuned
         if self.manifest is not None:
             d.update(target=self.manifest.target, precision=self.manifest.precision,
                      layout=self.manifest.input.layout, input_dtype=self.manifest.input.dtype)

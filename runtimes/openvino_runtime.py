@@ -86,6 +86,15 @@ class OpenVINORuntime(Runtime):
         return [*devs, "auto"] if devs else []
 
     @classmethod
+    def tuning_space(cls, device: str) -> list[Any]:
+        from edgeseg.runtimes.tuning import Knob
+
+        knobs = [Knob("hint", "hint", ("LATENCY", "THROUGHPUT"))]
+        if device.lower().startswith("cpu"):
+            knobs.append(Knob("cpu_pinning", "config", (True, False), key="ENABLE_CPU_PINNING"))
+        return knobs
+
+    @classmethod
     def summary(cls, details: dict[str, Any]) -> str:
         names = [f"{x['device']} ({x['full_name']})" if x.get("full_name") else x["device"]
                  for x in details.get("devices", [])]

@@ -116,6 +116,14 @@ class OnnxRuntime(Runtime):
         return {"session_config": {"session.intra_op.allow_spinning": "1" if spin else "0"}}
 
     @classmethod
+    def tuning_space(cls, device: str) -> list[Any]:
+        from edgeseg.runtimes.tuning import Knob
+
+        # spinning workers win on idle cores and lose badly on busy ones (docs/notes/issue-7.md): measure it
+        return [Knob("spinning", "session_config", ("1", "0"), key="session.intra_op.allow_spinning"),
+                Knob("graph_optimization", "optimization", ("all", "extended"))]
+
+    @classmethod
     def summary(cls, details: dict[str, Any]) -> str:
         return "providers: " + ", ".join(details.get("providers", []))
 

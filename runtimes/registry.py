@@ -107,6 +107,7 @@ def load(
     threads: int | None = None,
     check_files: bool = True,
     preprocessing: Preprocessing | Mapping[str, Any] | str | Path | None = None,
+    tuned: bool = True,
     **options: Any,
 ) -> Runtime:
     """Open an artifact with the right backend and load it.
@@ -124,6 +125,9 @@ def load(
             optional ``resize``, ``color``), that as JSON text, or a JSON file (another artifact's manifest
             works). With the torch runtime it replaces the checkpoint's or the model config's; an artifact
             that has a manifest refuses it.
+        tuned: apply the settings ``edgeseg tune`` recorded in the manifest for this machine, backend and
+            device (:mod:`edgeseg.runtimes.tuning`), under whatever ``threads`` and options are given here;
+            ``rt.tuned`` says which took effect.
         **options: backend-specific options.
 
     Returns:
@@ -174,5 +178,11 @@ def load(
     fits = runtimes_for(target)
     if name not in fits:
         raise ValueError(f"runtime {name!r} cannot run a {target} artifact; use one of: {', '.join(fits)}")
+    applied: dict[str, Any] = {}
+    if tuned:
+        from edgeseg.runtimes.tuning import merge_settings, tuned_settings
+
+        threads, options, applied = merge_settings(tuned_settings(manifest, name, device), threads, options)
     rt = cls(path, manifest=manifest, device=device, threads=threads, **options)
+    rt.tuned = applied
     return rt.load()

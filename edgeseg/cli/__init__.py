@@ -18,7 +18,7 @@ from edgeseg import __version__
 from edgeseg.common.errors import first_line
 
 # Listing order in --help; discovered modules not named here follow alphabetically.
-_ORDER = ["models", "info", "devices", "train", "evaluate", "predict", "convert", "bench", "run", "demo"]
+_ORDER = ["models", "info", "devices", "train", "evaluate", "predict", "convert", "tune", "bench", "run", "demo"]
 
 
 class UserError(Exception):

@@ -60,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="spinning thread pools: off (default; OMP_WAIT_POLICY=PASSIVE for torch, no intra-op "
                         "spinning in onnxruntime; spinning makes them many times slower on a shared machine), "
                         "on (ACTIVE/spinning, for a dedicated device), default (each library's own)")
+    m.add_argument("--tune", action="store_true",
+                   help="before measuring, search each artifact's fastest runtime settings on this machine at "
+                        "--threads and record them in its manifest (as `edgeseg tune`); rows record what was used")
     m.add_argument("--no-isolate", action="store_true",
                    help="run rows in this process (faster; a crash ends the run; peak memory is cumulative)")
     m.add_argument("--row-timeout", type=float, default=1800.0, help="seconds per stage of a row (default: 1800)")
@@ -167,7 +170,7 @@ def _config(args):
         warmup=pick("warmup"), iters=iters, min_time=min_time, limit=pick("limit"),
         calibration=pick("calibration"), out=args.out, artifacts=args.artifacts, reuse=not args.no_reuse,
         isolate=not args.no_isolate, row_timeout=args.row_timeout, suite=suite.get("name"),
-        busy_wait=args.busy_wait,
+        busy_wait=args.busy_wait, tune=args.tune,
         min_agreement=fid.get("min_agreement") or {}, max_abs_diff=fid.get("max_abs_diff") or {},
         runtime_options=parse_runtime_options(args.runtime_option, suite.get("runtime_options")),
         convert_options=parse_convert_options(args.convert_option, suite.get("convert_options")),

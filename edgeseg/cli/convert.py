@@ -95,6 +95,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", metavar="MODE", help="carry test-time augmentation in the graph: hflip (2 passes) or "
                    "flips (4); +scales adds 0.75x/1.25x views (see `edgeseg evaluate --tta`)")
     p.add_argument("--threads", type=positive_int, help="runtime threads for verification")
+    p.add_argument("--tune", action="store_true",
+                   help="after conversion, search this machine's fastest runtime settings for each verified "
+                        "artifact and record them in its manifest (as `edgeseg tune`; run that on the device)")
 
 
 def _batch(value: str) -> int | None:
@@ -195,6 +198,19 @@ def _next_steps(first, args: argparse.Namespace) -> list[str]:
     ]
 
 
+def _tune(results: list, log) -> None:
+    from edgeseg.runtimes.tuning import record, tune
+
+    for r in results:
+        if not r.passed or not r.artifact.files:  # refused or failed: nothing on disk to tune
+            continue
+        t = tune(r.artifact.path)
+        record(r.artifact.path, t)
+        chosen = ", ".join(f"{k}={v}" for k, v in t.settings.items())
+        log(f"tuned {r.artifact.path.name} ({t.runtime}): {chosen}; {t.p50_ms:.2f} ms against the default's "
+            f"{t.default_p50_ms:.2f} ms ({t.speedup:.2f}x)")
+
+
 def main(args: argparse.Namespace) -> int:
     import warnings
 
@@ -245,6 +261,8 @@ def main(args: argparse.Namespace) -> int:
         )
         if args.explain:
             _explain(results, args, log)
+        if args.tune:
+            _tune(results, log)
     failed = [r for r in results if not r.passed and r.counts]
     if wants_json(args):
         print_json({"artifacts": [r.to_dict() for r in results], "passed": not failed})

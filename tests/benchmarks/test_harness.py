@@ -13,13 +13,13 @@ pytest.importorskip("onnxruntime")
 
 from edgeseg.benchmarks.harness import (  # noqa: E402
     BenchConfig,
-    _Stage,
     artifact_path,
     expand_matrix,
     parse_list,
     run_benchmark,
 )
 from edgeseg.benchmarks.history import History  # noqa: E402
+from edgeseg.benchmarks.jobs import StageRunner  # noqa: E402
 from edgeseg.benchmarks.results import FIDELITY_FAILED, LOAD_FAILED, OK, UNAVAILABLE  # noqa: E402
 from edgeseg.runtimes.manifest import Manifest, Preprocessing, TensorSpec  # noqa: E402
 
@@ -121,7 +121,7 @@ def test_isolated_rows_survive_a_crashing_worker(setup, tmp_path, monkeypatch):
     crash.write_text("import json, os, signal, sys\n"
                      "json.dump({'ok': False, 'stage': 'measure'}, open(sys.argv[3], 'w'))\n"
                      "os.kill(os.getpid(), signal.SIGSEGV)\n")
-    monkeypatch.setattr(_Stage, "command", [sys.executable, str(crash)])
+    monkeypatch.setattr(StageRunner, "command", [sys.executable, str(crash)])
     run = run_benchmark(_cfg(setup, tmp_path, isolate=True), log=lambda m: None)
     assert [r.status for r in run.rows] == [LOAD_FAILED, LOAD_FAILED]
     assert all("signal 11" in r.reason and "during measure" in r.reason for r in run.rows)
@@ -260,7 +260,7 @@ def test_busy_wait_choice_reaches_the_runtimes():
                       runtime_options={"onnxruntime": {"session_config": {"session.intra_op.allow_spinning": "0"}}})
     assert runtime_options(cfg, "onnxruntime")["session_config"]["session.intra_op.allow_spinning"] == "0"  # explicit wins
     assert runtime_options(BenchConfig(model=MODEL, busy_wait="default"), "onnxruntime") == {}
-    assert _Stage(None, True, 1.0, 2, "off").omp_wait_policy == "PASSIVE"
+    assert StageRunner(None, True, 1.0, 2, "off").omp_wait_policy == "PASSIVE"
     with pytest.raises(ValueError, match="--busy-wait"):
         BenchConfig(model=MODEL, busy_wait="maybe").validate()
 
@@ -276,3 +276,23 @@ def test_checkpoint_preprocessing_sets_normalisation_and_default_size(setup, tmp
     ckpt["preprocessing"] = {"size": [160, 160], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
     torch.save(ckpt, tmp_path / "pre.pt")
     assert checkpoint_preprocessing(tmp_path / "pre.pt", mcfg) == ([0.5] * 3, [0.25] * 3, 160)
+
+
+def test_tune_records_settings_and_rows_say_what_they_ran_with(setup, tmp_path):
+    import shutil
+
+    from edgeseg.runtimes.manifest import find_manifest
+    from edgeseg.runtimes.tuning import _this_machine
+
+    cache = tmp_path / "cache"
+    shutil.copytree(setup["cache"], cache)  # tuning writes into the manifests: not into the shared cache
+    run = run_benchmark(_cfg(setup, tmp_path, artifacts=str(cache), tune=True), log=lambda m: None)
+    ref, onnx = run.rows
+    assert onnx.status == OK and run.config["tune"] is True
+    entry = find_manifest(onnx.artifact).extra["tuned"][_this_machine()]["onnxruntime/cpu"]
+    assert entry["settings"]["threads"] == 1  # held at the bench's --threads, not searched
+    # the bench's explicit choices (threads, no spinning) win; the rest of the record is applied and reported
+    tuned = onnx.runtime_info["tuned"]
+    assert "threads" not in tuned and "session_config" not in tuned
+    assert tuned["optimization"] == entry["settings"]["optimization"]
+    assert "tuned" not in ref.runtime_info
