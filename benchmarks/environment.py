@@ -98,6 +98,22 @@ def measured_sgemm_gflops(n: int = 512, seconds: float = 0.3) -> float:
     return 2.0 * n**3 * count / dt / 1e9
 
 
+def measured_copy_gbs(mib: int = 64, repeats: int = 5) -> float:
+    """Achieved memory bandwidth in GB/s of a large array copy (bytes read + written, best of ``repeats``): the
+    slope of the roofline for working sets that do not fit in the caches."""
+    import numpy as np
+
+    src = np.ones(mib * (1 << 20) // 4, dtype=np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # warm-up: pages touched
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * src.nbytes / best / 1e9
+
+
 def compute_floor_ms(macs: int | float, gflops: float | None) -> float | None:
     """Time in ms to run ``macs`` multiply-accumulates (2 FLOPs each) at ``gflops``; None when unknown."""
     if not gflops:
@@ -189,4 +205,5 @@ def capture_environment(threads: int | None = None, measure_peak: bool = False) 
     }
     if measure_peak:
         env["sgemm_gflops_numpy"] = round(measured_sgemm_gflops(), 2)
+        env["copy_gbs"] = round(measured_copy_gbs(), 2)
     return env

@@ -2,6 +2,10 @@
 (onnxruntime's profiler, OpenVINO's performance counters, torch.profiler for the reference; LiteRT and
 ExecuTorch expose no op profiler through their Python APIs and are listed as such).
 
+Each row also gets its roofline (:mod:`edgeseg.benchmarks.roofline`): FLOPs and bytes of the model at the
+row's precision against its p50, and for each of its slowest ops that maps onto a layer, whether it is
+memory-bound or compute-bound and how close it came.
+
 Profiles run after the measurements, in the bench's process, on one bench image: the profilers add their
 own overhead, so their totals are read as shares, never as the row's latency.
 """
@@ -12,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgeseg.benchmarks.results import OK, RunResult
+from edgeseg.benchmarks.roofline import op_roofline, row_roofline
 
 RUNS = 20
 TOP = 8
@@ -30,6 +35,26 @@ def summarize(ops: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _model_costs(cfg: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], Any]:
+    """The model's per-layer costs at the run's size and a name-scope index over it ({} when unknown)."""
+    if not cfg.get("model") or not cfg.get("img_size"):
+        return {}, None
+    import torch
+    from edgeseg.converters.scopes import ModuleIndex
+
+    from edgeseg.models import create_model
+    from edgeseg.profiling import layer_costs
+
+    kwargs: dict[str, Any] = {}
+    if cfg.get("weights_path") and str(cfg["weights_path"]).endswith(".pt"):
+        from edgeseg.weights import read_checkpoint
+
+        kwargs = dict(read_checkpoint(cfg["weights_path"]).get("model_kwargs") or {})  # e.g. skip_attention
+    with torch.device("meta"):
+        net = create_model(cfg["model"], **kwargs)
+    return layer_costs(net, int(cfg["img_size"])), ModuleIndex(net)
+
+
 def profile_rows(run: RunResult, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """One profile summary per ok row (or the reason a row has none)."""
     import numpy as np
@@ -39,11 +64,14 @@ def profile_rows(run: RunResult, log: Callable[[str], None] | None = None) -> li
 
     say = log or (lambda _m: None)
     cfg = run.config
+    costs, index = _model_costs(cfg)
     out = []
     for r in run.rows:
         if r.status != OK or not r.artifact:
             continue
         entry: dict[str, Any] = {"row": f"{r.target}/{r.precision} ({r.runtime}, {r.device})"}
+        if costs:
+            entry["roofline"] = row_roofline(costs, r.precision, r.p50, run.environment)
         try:
             with runtimes.load(r.artifact, runtime=r.runtime, device=r.device, threads=cfg.get("threads")) as rt:
                 x = load_images(cfg.get("data") or "synthetic", 1, rt.manifest.preprocessing, "verification").images
@@ -52,6 +80,8 @@ def profile_rows(run: RunResult, log: Callable[[str], None] | None = None) -> li
             entry["error"] = str(exc)
         except (ValueError, RuntimeError, FileNotFoundError) as exc:
             entry["error"] = str(exc).splitlines()[0][:200]
+        if "top" in entry and costs:
+            op_roofline(entry["top"], costs, index, r.precision, run.environment)
         if "top" in entry:
             shares = ", ".join(f"{k} {v:.0%}" for k, v in list(entry["by_type"].items())[:3])
             say(f"profile {entry['row']}: {shares}")

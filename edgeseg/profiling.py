@@ -196,3 +196,70 @@ def profile(
         flops_torch=int(counter.get_total_flops()),
         input_size=shape,
     )
+
+
+def _kind(m: nn.Module) -> str:
+    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        if m.groups > 1 and m.groups == m.in_channels:
+            return "depthwise conv"
+        return "pointwise conv" if all(k == 1 for k in m.kernel_size) else "conv"
+    if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        return "transposed conv"
+    if isinstance(m, nn.Linear):
+        return "linear"
+    if isinstance(m, _NORMS):
+        return "norm"
+    if isinstance(m, _ACTS):
+        return "activation"
+    if isinstance(m, _POOLS):
+        return "pool"
+    if isinstance(m, nn.Upsample):
+        return "upsample"
+    return type(m).__name__.lower()
+
+
+@torch.no_grad()
+def layer_costs(
+    model_or_name: nn.Module | str,
+    input_size: int | tuple[int, ...] | None = None,
+    *,
+    batch: int = 1,
+    **model_kwargs: Any,
+) -> dict[str, dict[str, Any]]:
+    """Per counted module (the convention above): its kind, MACs, and the tensor sizes a roofline needs.
+
+    Returns:
+        ``{module path: {"kind", "macs", "in_elems", "out_elems", "params", "calls"}}`` in forward order, for
+        every module :func:`profile` counts MACs for ("pointwise conv", "depthwise conv", "conv", "norm",
+        ...). A module the forward pass calls more than once (a shared attention block) sums its calls.
+        Bytes follow from the element size of the precision an artifact runs at.
+    """
+    model = _resolve(model_or_name, model_kwargs)
+    shape = _input_shape(model, input_size, batch)
+    was_training = model.training
+    model.eval()
+    names = {id(m): n for n, m in model.named_modules()}
+    costs: dict[str, dict[str, Any]] = {}
+
+    def hook(m: nn.Module, inp: tuple, out: Any) -> None:
+        macs = _module_macs(m, inp, out)
+        if not macs or not isinstance(out, torch.Tensor):
+            return
+        x = inp[0] if inp and isinstance(inp[0], torch.Tensor) else None
+        c = costs.setdefault(names.get(id(m), ""), {"kind": _kind(m), "macs": 0, "in_elems": 0, "out_elems": 0,
+                                                   "params": sum(p.numel() for p in m.parameters(recurse=False)),
+                                                   "calls": 0})
+        c["calls"] += 1
+        c["macs"] += int(macs)
+        c["in_elems"] += 0 if x is None else x.numel()
+        c["out_elems"] += out.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    first = next(model.parameters(), None)
+    try:
+        model(torch.zeros(shape, device=first.device if first is not None else "cpu"))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return costs
