@@ -243,6 +243,24 @@ def plot_profiles(profiles: list[dict]) -> str:
     return _png(fig)
 
 
+def _row_roof(p: dict) -> str:
+    r = p.get("roofline") or {}
+    if not r.get("bound"):
+        return ""
+    return (f"<p>Roofline: {r['gflop']:.3f} GFLOP, {r['mbytes']:.1f} MB moved, {r['intensity']} FLOP/byte "
+            f"(ridge {r['ridge']}): <b>{r['bound']}-bound</b>; floor {r['floor_ms']:.3f} ms, p50 "
+            f"{r.get('of_floor', '-')}x the floor ({r.get('attained_gflops', '-')} GFLOP/s, "
+            f"{r.get('attained_gbs', '-')} GB/s).</p>")
+
+
+def _op_roof(o: dict) -> str:
+    r = o.get("roofline")
+    if not r:
+        return "<td colspan=5>-</td>"
+    return (f"<td>{html.escape(o.get('kind', ''))}</td><td>{r['intensity']}</td><td>{r.get('bound', '-')}</td>"
+            f"<td>{r.get('attained_gbs', '-')}</td><td>{r.get('of_floor', '-')}</td>")
+
+
 def _profile_section(profiles: list[dict]) -> str:
     if not profiles:
         return ""
@@ -252,12 +270,13 @@ def _profile_section(profiles: list[dict]) -> str:
              f'<img alt="profiles" src="data:image/png;base64,{plot_profiles(profiles)}">']
     for p in profiles:
         if "error" in p:
-            parts.append(f"<p><b>{esc(p['row'])}</b>: no profile ({esc(p['error'])})</p>")
+            parts.append(f"<p><b>{esc(p['row'])}</b>: no profile ({esc(p['error'])})</p>{_row_roof(p)}")
             continue
         rows = "".join(f"<tr><td>{esc(o['name'])}</td><td>{esc(o['op'])}</td><td>{o['ms']:.3f}</td>"
-                       f"<td>{o['share']:.1%}</td></tr>" for o in p["top"][:5])
-        parts.append(f"<h3>{esc(p['row'])}</h3><table><thead><tr><th>op</th><th>type</th><th>ms</th><th>share</th>"
-                     f"</tr></thead><tbody>{rows}</tbody></table>")
+                       f"<td>{o['share']:.1%}</td>{_op_roof(o)}</tr>" for o in p["top"][:5])
+        parts.append(f"<h3>{esc(p['row'])}</h3>{_row_roof(p)}<table><thead><tr><th>op</th><th>type</th><th>ms</th>"
+                     "<th>share</th><th>layer kind</th><th>FLOP/byte</th><th>bound</th><th>GB/s</th>"
+                     f"<th>x floor</th></tr></thead><tbody>{rows}</tbody></table>")
     return "".join(parts)
 
 
@@ -401,3 +420,59 @@ def write_model_card_report(path: str | Path, card: dict, run: RunResult | None 
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>edgeseg run {title}</title>'
             f"<style>{_CSS}</style></head><body>\n{card_html}{extra}</body></html>\n")
     return atomic_write_text(path, page), note
+
+
+# ---- steadiness on video clips (edgeseg.benchmarks.temporal, `edgeseg evaluate --video`) ----------------------
+_CLIP_COLUMNS = (("dice", "Dice / frame", ".4f"), ("dice_in_view", "Dice, frames with a polyp", ".4f"),
+                 ("clean_share", "polyp-free frames shown clean", ".3f"), ("f2f_iou", "frame-to-frame IoU", ".3f"),
+                 ("flicker_per_s", "region-count changes / s", ".2f"), ("fp_per_frame", "false regions / frame", ".3f"),
+                 ("delay_frames", "delay to first box (frames)", ".2f"), ("delay_ms", "delay (ms)", ".0f"),
+                 ("missed", "appearances missed", ""), ("ms", "stabiliser ms / frame", ".2f"))
+
+
+def plot_clip_stability(res: dict[str, dict]) -> str:
+    """Flicker and false regions per stabiliser setting, side by side."""
+    plt = _plt()
+    if not res:
+        return _empty(plt, "no clip was scored")
+    names = list(res)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.4 * len(names) + 1.6))
+    for ax, (key, label) in zip(axes, (("flicker_per_s", "region-count changes per second"),
+                                       ("fp_per_frame", "false-positive regions per frame"))):
+        vals = [float(res[n][key]) for n in names]
+        ax.barh(names[::-1], vals[::-1], color="#4c6ef5", alpha=0.7)
+        for i, v in enumerate(vals[::-1]):
+            ax.annotate(f" {v:.2f}", (v, i), va="center", fontsize=8)
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    truth = res[names[0]].get("truth_changes_per_s")
+    if truth is not None:
+        axes[0].axvline(truth, color="#2b8a3e", lw=1, ls="--")
+        axes[0].annotate("truth", (truth, len(names) - 0.6), fontsize=7, color="#2b8a3e")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def clip_section(res: dict[str, dict], facts: dict | None = None) -> str:
+    """The clip-steadiness section: the figures per stabiliser setting and the flicker/false-region plot."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for _, h, _ in _CLIP_COLUMNS)
+    rows = "".join(f"<tr><td>{esc(n)}</td>" + "".join(f"<td>{_cell(r.get(k), spec)}</td>" for k, _, spec in
+                                                    _CLIP_COLUMNS) + "</tr>" for n, r in res.items())
+    first = next(iter(res.values()), {})
+    truth = (f"<p>The truth's own steadiness: frame-to-frame IoU {first['truth_f2f_iou']:.3f}, "
+             f"{first['truth_changes_per_s']:.2f} region-count changes per second; {first['frames']} frames in "
+             f"{first['clips']} clips, {first['appearances']} polyp appearances.</p>" if first else "")
+    facts_html = "".join(f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in (facts or {}).items())
+    return (f"<h2>Steadiness on video clips</h2><p>The model runs once per frame; each stabiliser setting sees the "
+            f"same masks (raw: smoothing off; default: what the demo shows).</p><ul>{facts_html}</ul>"
+            f"<table><thead><tr><th>setting</th>{head}</tr></thead><tbody>{rows}</tbody></table>{truth}"
+            f'<img alt="clip steadiness" src="data:image/png;base64,{plot_clip_stability(res)}">')
+
+
+def write_clip_report(res: dict[str, dict], path: str | Path, facts: dict | None = None) -> Path:
+    """A self-contained HTML page with :func:`clip_section`, written atomically."""
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>edgeseg clips</title>'
+            f"<style>{_CSS}</style></head><body><h1>edgeseg: steadiness on video clips</h1>"
+            f"{clip_section(res, facts)}</body></html>\n")
+    return atomic_write_text(path, page)

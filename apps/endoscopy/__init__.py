@@ -1,4 +1,4 @@
-"""The endoscopy camera demo: live polyp segmentation on a camera, a video file or the synthetic sequence.
+"""The endoscopy camera demo: live polyp segmentation on a camera, a video file, a clip folder or the synthetic sequence.
 
 Built only on the public ``runtimes`` API and OpenCV, so it runs on a device without torch (a model name
 goes through the torch runtime, which needs torch; a converted artifact does not).
@@ -10,15 +10,17 @@ Examples:
     >>> print(summary.text())
 
     $ edgeseg demo --artifact exports/ultralightunet-s_fp32.xml --headless --record demo.mp4
-    $ python -m apps.endoscopy --model ultralightunet-s --source 0
+    $ edgeseg demo --model ultralightunet-s --source clips/clip-00 --headless --log demo.jsonl
+    $ python -m edgeseg.apps.endoscopy.latency demo.jsonl
+    $ python -m edgeseg.apps.endoscopy --model ultralightunet-s --source 0
 """
 
 from __future__ import annotations
 
 from edgeseg.apps.endoscopy.capture import (
     CameraSource,
+    FolderSource,
     Frame,
-    LatestFrameGrabber,
     Source,
     SourceError,
     SourceLost,
@@ -26,21 +28,28 @@ from edgeseg.apps.endoscopy.capture import (
     VideoFileSource,
     open_source,
 )
+from edgeseg.apps.endoscopy.grabber import LatestFrameGrabber
 from edgeseg.apps.endoscopy.inference import Segmenter, open_segmenter
-from edgeseg.apps.endoscopy.outputs import Summary
+from edgeseg.apps.endoscopy.outputs import Outputs, Summary
 from edgeseg.apps.endoscopy.overlay import HudInfo, MaskInfo, Region, analyse_mask, find_regions, render
 from edgeseg.apps.endoscopy.pipeline import EXIT_CODES, DemoConfig, run_demo
 from edgeseg.apps.endoscopy.serve import MjpegServer
+from edgeseg.apps.endoscopy.step import FrameResult, FrameStep
+from edgeseg.apps.endoscopy.timing import latency_report
 
 __all__ = [
     "EXIT_CODES",
     "CameraSource",
     "DemoConfig",
+    "FolderSource",
     "Frame",
+    "FrameResult",
+    "FrameStep",
     "HudInfo",
     "LatestFrameGrabber",
     "MaskInfo",
     "MjpegServer",
+    "Outputs",
     "Region",
     "Segmenter",
     "Source",
@@ -51,6 +60,7 @@ __all__ = [
     "VideoFileSource",
     "analyse_mask",
     "find_regions",
+    "latency_report",
     "open_segmenter",
     "open_source",
     "render",

@@ -1,24 +1,23 @@
-"""Frame sources (camera, video file, synthetic sequence) and the latest-frame capture thread.
+"""Frame sources: a camera, a video file, a folder of frames (a clip) and the synthetic sequence.
 
 Every source yields RGB ``uint8`` frames (as ``edgeseg.runtimes.processing`` takes them; OpenCV's BGR is converted
 once at capture). Two ways of reading them:
 
-* **Live** (a camera, or a file/synthetic source with ``realtime=True``): a :class:`LatestFrameGrabber`
-  thread reads continuously and keeps only the newest frame. The consumer always gets the newest frame;
+* **Live** (a camera, or a file/folder/synthetic source with ``realtime=True``): a
+  :class:`~edgeseg.apps.endoscopy.grabber.LatestFrameGrabber` thread reads continuously and keeps only the newest frame. The consumer always gets the newest frame;
   frames that arrive while it is busy replace the unread one and are counted as dropped, never queued, so
   the overlay lags the video by at most one inference.
-* **Synchronous** (a file or the synthetic sequence, the default): the consumer reads frame after frame,
+* **Synchronous** (a file, a folder or the synthetic sequence, the default): the consumer reads frame after frame,
   so every frame is processed exactly once (deterministic counts for recordings, logs and tests).
 
 A camera that stops delivering frames (unplugged) raises :class:`SourceLost` from the grabber; a source that
-cannot be opened raises :class:`SourceError` with what to do.
+cannot be opened raises :class:`SourceError` with what to do. The readers live in
+:mod:`edgeseg.apps.endoscopy.grabber`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +111,7 @@ class _CaptureSource(Source):
 
     def __init__(self) -> None:
         super().__init__()
-        self._cap = None
+        self._cap: Any = None
         self._first: np.ndarray | None = None
 
     def _read(self) -> np.ndarray | None:
@@ -280,20 +279,58 @@ class SyntheticSource(Source):
         return frame.copy()
 
 
+class FolderSource(Source):
+    """A folder of frames played in order: a clip written by ``edgeseg.common.clips.write_clip`` (paced at its
+    ``clip.json`` fps) or any folder of images (``frames/`` or the folder itself, natural order, 30 fps).
+
+    Frames are decoded with ``edgeseg.common.images.read_image``; a clip's true masks are left to
+    ``edgeseg evaluate --video``.
+    """
+
+    def __init__(self, path: str | Path, realtime: bool = False):
+        super().__init__()
+        self.path = Path(path)
+        self.live = realtime
+        self.name = f"{self.path.name}/ (frames)"
+        self._clip: Any = None
+        self._i = 0
+
+    def _open(self) -> None:
+        from edgeseg.common.clips import open_clip
+
+        self._clip = open_clip(self.path)
+        self.fps = self._clip.fps
+        self.name = f"{self.path.name}/ ({len(self._clip)} frames at {self.fps:g} fps)"
+        self._i = 0
+
+    def _read(self) -> np.ndarray | None:
+        from edgeseg.common.images import read_image
+
+        if self._i >= len(self._clip):
+            return None
+        try:
+            frame = read_image(self._clip.frames[self._i])
+        except (ValueError, FileNotFoundError) as exc:  # a frame removed or damaged mid-run
+            raise SourceError(f"{exc}; the clip {self.path} is damaged, write it again") from None
+        self._i += 1
+        return frame
+
+
 def open_source(
     spec: str | int, *, realtime: bool = False, size: int = 256, seed: int = 0, max_frames: int | None = None
 ) -> Source:
     """A :class:`Source` from a ``--source`` value.
 
     Args:
-        spec: camera index (``0``), device path (``/dev/video0``), video file, or ``synthetic``.
-        realtime: read a file or the synthetic sequence as a live stream (paced, newest frame wins).
+        spec: camera index (``0``), device path (``/dev/video0``), video file, folder of frames (a clip), or
+            ``synthetic``.
+        realtime: read a file, a folder or the synthetic sequence as a live stream (paced, newest frame wins).
         size: frame size of the synthetic sequence.
         seed: seed of the synthetic sequence.
         max_frames: length of the synthetic sequence (None: endless).
 
     Raises:
-        FileNotFoundError: a file that does not exist.
+        FileNotFoundError: a file or folder that does not exist, or a folder without frames.
     """
     s = str(spec).strip()
     if s == SYNTHETIC:
@@ -306,165 +343,24 @@ def open_source(
     if not path.exists():
         raise FileNotFoundError(
             f"--source {s!r}: no such file; give a camera index (0), a device path "
-            "(/dev/video0), a video file or 'synthetic'"
+            "(/dev/video0), a video file, a folder of frames or 'synthetic'"
         )
+    if path.is_dir():
+        from edgeseg.common.clips import is_clip_folder
+
+        if not is_clip_folder(path):
+            raise FileNotFoundError(f"--source {s!r}: no frames in this folder; give a clip folder (clip.json + "
+                                    "frames/) or a folder of .png/.jpg frames")
+        return FolderSource(path, realtime=realtime)
     return VideoFileSource(path, realtime=realtime)
 
 
-def _lost_message(source: Source, after_s: float, frames: int) -> str:
-    return (
-        f"{source.name} stopped delivering frames: none for {after_s:g} s after {frames} frames (unplugged?)"
-    )
+_MOVED = ("LatestFrameGrabber", "SyncReader", "reader_for")
 
 
-class LatestFrameGrabber:
-    """Reads a source in its own thread and keeps only the newest frame.
+def __getattr__(name: str) -> Any:  # the readers moved to grabber.py; old imports keep working
+    if name in _MOVED:
+        from edgeseg.apps.endoscopy import grabber
 
-    ``get()`` returns the newest frame not yet consumed; frames replaced before anyone read them are counted
-    in ``dropped``. A live source that delivers nothing for ``lost_after_s`` seconds is declared lost
-    (``get`` raises :class:`SourceLost`); a finite source (file, synthetic) that returns None has ended.
-
-    Args:
-        source: an opened or unopened :class:`Source`.
-        lost_after_s: how long a camera may fail to deliver before it counts as unplugged.
-        pace: sleep to the source's ``fps`` between reads (default: for finite sources, i.e. files and the
-            synthetic stream in realtime mode; a camera paces itself).
-    """
-
-    def __init__(self, source: Source, lost_after_s: float = 2.0, pace: bool | None = None):
-        self.source = source
-        self.lost_after_s = lost_after_s
-        self.pace = source.finite if pace is None else pace
-        self.captured = 0
-        self.dropped = 0
-        self._slot: Frame | None = None
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._ended = False
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="edgeseg-capture", daemon=True)
-
-    def start(self) -> LatestFrameGrabber:
-        self.source.open()
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        period = 1.0 / self.source.fps if self.pace and self.source.fps else 0.0
-        next_t = time.perf_counter()
-        last_ok = time.perf_counter()
-        try:
-            while not self._stop.is_set():
-                t0 = time.perf_counter()
-                image = self.source.read()
-                t1 = time.perf_counter()
-                if image is None:
-                    if self.source.finite:
-                        break  # a file or a finite synthetic stream has ended
-                    if t1 - last_ok > self.lost_after_s:
-                        raise SourceLost(_lost_message(self.source, self.lost_after_s, self.captured))
-                    time.sleep(0.01)
-                    continue
-                last_ok = t1
-                frame = Frame(image, self.captured, t1, (t1 - t0) * 1e3)
-                self.captured += 1
-                with self._cond:
-                    if self._slot is not None:
-                        self.dropped += 1
-                    self._slot = frame
-                    self._cond.notify_all()
-                if period:
-                    next_t += period
-                    delay = next_t - time.perf_counter()
-                    if delay > 0:
-                        self._stop.wait(delay)
-                    else:
-                        next_t = time.perf_counter()
-        except BaseException as exc:  # hand any capture failure to the consumer
-            self._error = exc
-        finally:
-            with self._cond:
-                self._ended = True
-                self._cond.notify_all()
-
-    def get(self, timeout: float | None = None) -> Frame | None:
-        """The newest unread frame; None when the stream has ended (or ``timeout`` passed with no frame).
-
-        For a camera (``finite=False``) the wait is bounded by ``lost_after_s`` even when the capture thread
-        is stuck inside a blocking ``read()`` (some drivers block for seconds when the device vanishes).
-
-        Raises:
-            SourceLost: the camera stopped delivering frames.
-        """
-        if not self.source.finite:
-            timeout = self.lost_after_s if timeout is None else min(timeout, self.lost_after_s)
-        with self._cond:
-            deadline = None if timeout is None else time.perf_counter() + timeout
-            while self._slot is None and not self._ended:
-                left = None if deadline is None else deadline - time.perf_counter()
-                if left is not None and left <= 0:
-                    if not self.source.finite:
-                        raise SourceLost(_lost_message(self.source, self.lost_after_s, self.captured))
-                    return None
-                self._cond.wait(left)
-            frame, self._slot = self._slot, None
-            if frame is not None:
-                return frame
-            if self._error is not None:
-                if isinstance(self._error, SourceLost):
-                    raise self._error
-                raise SourceLost(f"{self.source.name} failed: {type(self._error).__name__}: {self._error}")
-            return None
-
-    def stop(self, join_s: float = 1.0) -> None:
-        """Stop the thread and close the source (idempotent).
-
-        A thread stuck in a blocking ``read()`` is left to die with the process (it is a daemon) and the
-        source is then not released from under it.
-        """
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=join_s)
-        with self._cond:  # a frame captured but never taken counts as dropped: captured = taken + dropped
-            if self._slot is not None:
-                self._slot = None
-                self.dropped += 1
-        if not self._thread.is_alive():
-            self.source.close()
-
-    def __enter__(self) -> LatestFrameGrabber:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class SyncReader:
-    """Reads a non-live source frame by frame in the caller's thread (every frame, no drops)."""
-
-    def __init__(self, source: Source):
-        self.source = source
-        self.captured = 0
-        self.dropped = 0
-
-    def start(self) -> SyncReader:
-        self.source.open()
-        return self
-
-    def get(self, timeout: float | None = None) -> Frame | None:
-        t0 = time.perf_counter()
-        image = self.source.read()
-        t1 = time.perf_counter()
-        if image is None:
-            return None
-        frame = Frame(image, self.captured, t1, (t1 - t0) * 1e3)
-        self.captured += 1
-        return frame
-
-    def stop(self) -> None:
-        self.source.close()
-
-
-def reader_for(source: Source, lost_after_s: float = 2.0) -> LatestFrameGrabber | SyncReader:
-    """The latest-frame thread for a live source, the synchronous reader otherwise."""
-    return LatestFrameGrabber(source, lost_after_s=lost_after_s) if source.live else SyncReader(source)
+        return getattr(grabber, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

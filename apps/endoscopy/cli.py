@@ -1,6 +1,6 @@
 """Arguments and entry point of the demo (``python -m apps.endoscopy``; ``edgeseg demo`` delegates here).
 
-Live polyp segmentation on a camera, a video file or the synthetic endoscopy sequence.
+Live polyp segmentation on a camera, a video file, a folder of frames (a clip) or the synthetic endoscopy sequence.
 
 Runs a converted artifact (--artifact, no torch needed) or a registered model (--model). Through `edgeseg
 demo`, --model runs the fastest verified artifact of the model on this machine (converted once and cached in
@@ -8,8 +8,13 @@ demo`, --model runs the fastest verified artifact of the model on this machine (
 artifact shipped in the package. An artifact is checked against its manifest's sha256 (--no-hash-check for
 one edited on purpose); one without a manifest is refused unless --preprocessing gives its pre-processing.
 Capture runs in its own thread and inference always takes the newest frame (stale frames are dropped and
-counted) for cameras and with --realtime; video files and the synthetic sequence are otherwise processed frame
-by frame, every frame, so counts are deterministic.
+counted) for cameras and with --realtime; video files, folders and the synthetic sequence are otherwise
+processed frame by frame, every frame, so counts are deterministic. --realtime paces a file or folder at its
+frame rate (a clip's clip.json says it; 30 fps otherwise), as a camera would deliver it.
+--log writes one JSON line per shown frame with each stage's time and the capture-to-shown time;
+`python -m edgeseg.apps.endoscopy.latency OUT.jsonl` turns it into p50/p90/p99 per stage and the frame-interval
+jitter. Clips with ground truth: `python -m edgeseg.benchmarks.temporal --write DIR`; score a model on them with
+`edgeseg evaluate --video DIR`.
 
 Keys (with a window): q quit, space pause, s snapshot, +/- threshold.
 Exit codes: 0 done (source ended, --max-frames, q, Ctrl-C), 2 bad input (no camera, unreadable video,
@@ -20,6 +25,7 @@ examples:
   edgeseg demo --artifact exports/ultralightunet-s_fp32.xml --headless --record demo.mp4 --log demo.jsonl
   edgeseg demo --model ultralightunet-s --source 0
   edgeseg demo --artifact model.onnx --source clip.mp4 --headless --serve 8080
+  edgeseg demo --model ultralightunet-s --source clips/clip-00 --realtime --headless --log demo.jsonl
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--source",
         default="synthetic",
-        help="camera index (0), device path (/dev/video0), video file, or 'synthetic' (default)",
+        help="camera index (0), device path (/dev/video0), video file, folder of frames (a clip written by "
+        "edgeseg.benchmarks.temporal --write, or any folder of images), or 'synthetic' (default)",
     )
     p.add_argument("--runtime", default=None, help="backend (default: from the artifact's manifest)")
     p.add_argument("--no-hash-check", action="store_true",
@@ -78,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--realtime",
         action="store_true",
-        help="read a file / the synthetic sequence as a live camera (paced, newest frame wins)",
+        help="read a file, a folder / the synthetic sequence as a live camera (paced at its fps, newest frame wins)",
     )
     p.add_argument("--snapshot-dir", default=".", help="where the s key saves snapshots")
     p.add_argument("--alpha", type=float, default=0.45, help="mask tint opacity (0-1)")

@@ -145,6 +145,9 @@ class Segmenter:
         }
 
 
+LOAD_OPTIONS = ("runtime", "device", "threads", "check_files", "preprocessing")
+
+
 def _check_threshold(t: float) -> None:
     if not 0.0 < t < 1.0:
         raise ValueError(f"--threshold must be between 0 and 1 (exclusive), got {t}")
@@ -153,13 +156,10 @@ def _check_threshold(t: float) -> None:
 def open_segmenter(
     artifact: str | None = None,
     model: str | None = None,
-    runtime: str | None = None,
-    device: str = "cpu",
-    threads: int | None = None,
+    *,
     threshold: float | None = None,
     warm_up: int = 2,
-    check_files: bool = True,
-    preprocessing: Any = None,
+    **load: Any,
 ) -> Segmenter:
     """Load an artifact (or a model name through the torch runtime) and check it fits the demo.
 
@@ -167,19 +167,24 @@ def open_segmenter(
         artifact: converted model file (its manifest beside it).
         model: registered model name: run through the torch runtime when no artifact is given; with an
             artifact, the name the artifact must have been converted from.
-        runtime: backend name (default: from the artifact's manifest; "torch" for a model name).
-        device: backend device.
-        threads: inference threads.
         threshold: probability threshold (default: the manifest's).
         warm_up: warm-up inferences (at least one; it also checks the artifact against its manifest).
-        check_files: refuse an artifact whose files differ from the sha256 its manifest records.
-        preprocessing: the pre-processing of an artifact without a manifest (see ``runtimes.load``); with a
-            model name it replaces the checkpoint's.
+        **load: how to load it, passed to ``edgeseg.runtimes.load``: ``runtime`` (backend; default from the
+            artifact's manifest, "torch" for a model name), ``device`` (default cpu), ``threads``,
+            ``check_files`` (refuse an artifact whose files differ from the sha256 its manifest records;
+            default True) and ``preprocessing`` (of an artifact without a manifest; with a model name it
+            replaces the checkpoint's).
 
     Raises:
-        ValueError: neither or a mismatched artifact/model, or an artifact that does not fit its manifest.
+        ValueError: neither or a mismatched artifact/model, or an artifact that does not fit its manifest;
+            an unknown loading option.
         FileNotFoundError: the artifact does not exist.
     """
+    unknown = sorted(set(load) - set(LOAD_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown loading option(s) {', '.join(unknown)}; valid: {', '.join(LOAD_OPTIONS)}")
+    runtime = load.pop("runtime", None)
+    load.setdefault("device", "cpu")
     if threshold is not None:
         _check_threshold(threshold)
     if artifact is None and model is None:
@@ -188,8 +193,7 @@ def open_segmenter(
             "(runs through the torch runtime; `edgeseg models` lists names)"
         )
     if artifact is not None:
-        rt = runtimes.load(artifact, runtime=runtime, device=device, threads=threads, check_files=check_files,
-                           preprocessing=preprocessing)
+        rt = runtimes.load(artifact, runtime=runtime, **load)
         if model is not None and rt.manifest is not None and rt.manifest.model != model:
             rt.close()
             raise ValueError(
@@ -203,8 +207,8 @@ def open_segmenter(
                 f"convert first (`edgeseg convert {model} ...`) and pass --artifact"
             )
         # the torch reference, or where torch is absent (a device) the artifact shipped for the model
-        rt = runtimes.load(model, runtime=runtimes.name_runtime(runtime), device=device, threads=threads,
-                           preprocessing=preprocessing)
+        load.pop("check_files", None)  # a model name has no artifact files to check
+        rt = runtimes.load(model, runtime=runtimes.name_runtime(runtime), **load)
     try:
         seg = Segmenter(rt, threshold=threshold)
         seg.warm_up(warm_up)

@@ -1,4 +1,4 @@
-"""What the demo writes: the annotated video, the per-frame JSONL log, and the run summary.
+"""What the demo writes: the annotated video, the per-frame JSONL log, the MJPEG stream, and the run summary.
 
 Both files are written under a temporary name beside the destination and renamed into place when the run
 ends, whether it ended normally, by the user, or because the source vanished: what was written so far is
@@ -23,6 +23,8 @@ from typing import Any, TextIO
 
 import numpy as np
 from edgeseg.apps.endoscopy import _cv
+from edgeseg.apps.endoscopy.serve import MjpegServer
+from edgeseg.apps.endoscopy.timing import STAGES, Stats
 from edgeseg.runtimes.processing import frames_in_video
 
 from edgeseg.common.io import LOW_SPACE_BYTES, WriteError, atomic_path, clean_stale, free_bytes, write_error
@@ -218,9 +220,6 @@ class JsonlLog:
         self._file.discard()
 
 
-STAGES = ("read", "pre", "infer", "post", "overlay", "output")
-
-
 @dataclass
 class Summary:
     """The outcome of one demo run.
@@ -233,10 +232,13 @@ class Summary:
         dropped: captured frames that were not processed (``captured - frames``): in live mode the stale ones
             the latest-frame thread replaced, plus, in any mode, a frame in flight when the run was stopped.
         wall_s: seconds from the first frame request to the end of the loop (model load and the untimed
-            warm-up pass on the first frame excluded).
+            warm-up pass before it excluded).
         fps: end-to-end frames per second (``frames / wall_s``).
         latency_ms: inference latency mean / p50 / p90 / max.
-        stages_ms: mean ms per frame of each stage (read, pre, infer, post, overlay, output).
+        stages_ms: mean ms per frame of each stage (read, pre, infer, post (with the stabiliser), overlay,
+            output).
+        e2e_ms: capture-to-shown time p50 / p90 / p99 / mean / max (see :mod:`edgeseg.apps.endoscopy.timing`).
+        interval_ms: the intervals between shown frames: percentiles and ``jitter`` (standard deviation).
         message: why the run stopped, when not "completed".
         info: model, runtime, device, precision, source.
         outputs: paths written.
@@ -250,6 +252,8 @@ class Summary:
     fps: float
     latency_ms: dict[str, float] = field(default_factory=dict)
     stages_ms: dict[str, float] = field(default_factory=dict)
+    e2e_ms: dict[str, float] = field(default_factory=dict)
+    interval_ms: dict[str, float] = field(default_factory=dict)
     message: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
@@ -275,32 +279,82 @@ class Summary:
         if self.stages_ms:
             parts = "  ".join(f"{k} {v:.2f}" for k, v in self.stages_ms.items())
             lines.append(f"  per frame  {parts} ms (mean)")
+        if self.e2e_ms:
+            e, iv = self.e2e_ms, self.interval_ms
+            jitter = f"; frame interval p50 {iv['p50']:.2f}, jitter {iv['jitter']:.2f} ms" if iv else ""
+            lines.append(f"  end to end capture->shown p50 {e['p50']:.2f}  p90 {e['p90']:.2f}  p99 {e['p99']:.2f} ms"
+                         + jitter)
         for k, v in self.outputs.items():
             lines.append(f"  {k:<10} {v}")
         return "\n".join(lines)
 
 
-class Stats:
-    """Per-frame stage timings, accumulated for the summary."""
+class Outputs:
+    """Where every shown frame goes: the recording, the MJPEG stream and the log, opened and finalised together.
 
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
+    The log is opened last (it is the one output that creates its file at once), so a failure to open any
+    of them leaves nothing behind. :meth:`close` finalises each output only when it is whole.
 
-    def add(self, **ms: float) -> None:
-        self.rows.append(ms)
+    Args:
+        record: annotated video path (None: no recording).
+        log: per-frame JSONL path (None: no log).
+        serve: MJPEG port (None: no stream).
+        fps: the recording's frame rate.
+        title: the stream page's title.
+    """
 
-    def latency(self) -> dict[str, float]:
-        if not self.rows:
-            return {}
-        a = np.asarray([r["infer"] for r in self.rows], np.float64)
-        return {
-            "mean": float(a.mean()),
-            "p50": float(np.percentile(a, 50)),
-            "p90": float(np.percentile(a, 90)),
-            "max": float(a.max()),
-        }
+    def __init__(self, record: str | Path | None = None, log: str | Path | None = None, serve: int | None = None,
+                 fps: float = 30.0, title: str = ""):
+        self.recorder: VideoRecorder | None = None
+        self.log: JsonlLog | None = None
+        self.server: MjpegServer | None = None
+        try:
+            if serve is not None:
+                self.server = MjpegServer(serve, title=title).start()
+            clean_stale_outputs(record, log)  # what killed runs left beside these outputs
+            self.recorder = VideoRecorder(record, fps=fps) if record else None
+            self.log = JsonlLog(log) if log else None
+        except BaseException:
+            if self.server is not None:
+                self.server.close()
+            raise
 
-    def stages(self) -> dict[str, float]:
-        if not self.rows:
-            return {}
-        return {k: float(np.mean([r.get(k, 0.0) for r in self.rows])) for k in STAGES}
+    def show(self, annotated: np.ndarray, stats: dict[str, Any]) -> None:
+        """Record and stream one annotated frame (the log line is written apart, once its times are known).
+
+        Raises:
+            WriteError: the recording cannot be completed (a full device).
+        """
+        if self.recorder is not None:
+            self.recorder.write(annotated)
+        if self.server is not None:
+            self.server.publish(annotated, stats)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.log is not None:
+            self.log.write(record)
+
+    def close(self) -> tuple[dict[str, str], list[WriteError]]:
+        """Finalise every output: (what was written, name -> path with its count; the outputs that could not be
+        completed, removed, with why)."""
+        written: dict[str, str] = {}
+        failed: list[WriteError] = []
+        outs: tuple[tuple[str, VideoRecorder | JsonlLog | None], ...] = (("recording", self.recorder), ("log", self.log))
+        for name, out in outs:
+            if out is None:
+                continue
+            try:
+                path = out.close()
+            except WriteError as exc:
+                failed.append(exc)
+                continue
+            if path is not None:
+                count = f"{out.frames} frames" if isinstance(out, VideoRecorder) else f"{out.records} records"
+                written[name] = f"{path} ({count})"
+        if self.server is not None:
+            written["stream"] = self.server.url
+            self.server.close()
+        return written, failed
+
+
+__all__ = ["CODECS", "STAGES", "JsonlLog", "Outputs", "Stats", "Summary", "VideoRecorder", "clean_stale_outputs"]

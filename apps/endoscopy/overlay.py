@@ -35,7 +35,7 @@ class Region:
     area: int
     area_pct: float
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, float | int | list[int]]:
         return {
             "box": [self.x, self.y, self.w, self.h],
             "area": self.area,

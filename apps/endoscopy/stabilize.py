@@ -106,21 +106,25 @@ class Stabilizer:
         return Steady(out, shown, raw_regions=raw, ms=(time.perf_counter() - t0) * 1e3)
 
     # ---- regions and tracks ----
-    def _components(self, binary: np.ndarray) -> tuple[np.ndarray, list[tuple[int, tuple[int, int, int, int], int]]]:
-        """(label image, [(label, bbox, area)] of the regions of at least ``min_area``)."""
+    def _components(self, binary: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """(label image, [(label, area)] of the regions of at least ``min_area``)."""
         cv2 = _cv.cv2()
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
+        # labels + bincount: connectedComponentsWithStats costs ~10x more on a 256x256 mask (0.6 ms vs 0.06)
+        n, labels = cv2.connectedComponents(binary.astype(np.uint8), connectivity=8)
+        areas = np.bincount(labels.ravel(), minlength=n)
         floor = max(1.0, self.config.min_area * binary.size)
-        kept = []
-        for i in range(1, n):
-            x, y, w, h, area = (int(v) for v in stats[i])
-            if area >= floor:
-                kept.append((i, (x, y, w, h), area))
-        return labels, kept
+        return labels, [(i, int(areas[i])) for i in range(1, n) if areas[i] >= floor]
 
     def _regions(self, binary: np.ndarray) -> list[tuple[np.ndarray, tuple[int, int, int, int], int]]:
+        """(mask, box x/y/w/h, area) of each region of at least ``min_area``."""
         labels, kept = self._components(binary)
-        return [((labels == i).astype(np.uint8), bbox, area) for i, bbox, area in kept]
+        out = []
+        for i, area in kept:
+            m = labels == i
+            rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+            box = (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
+            out.append((m.astype(np.uint8), box, area))
+        return out
 
     def _update_tracks(self, regions: list[tuple[np.ndarray, tuple[int, int, int, int], int]]) -> None:
         c = self.config
@@ -128,7 +132,7 @@ class Stabilizer:
         for track in sorted(self._tracks, key=lambda t: -t.area):
             best, best_iou = None, c.match_iou
             for j in free:
-                iou = _iou(track.mask, regions[j][0])
+                iou = _iou(track.mask, regions[j][0], track.bbox, regions[j][1])
                 if iou > best_iou:
                     best, best_iou = j, iou
             if best is None:
@@ -148,8 +152,16 @@ class Stabilizer:
             self._next_id += 1
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = np.count_nonzero(a & b)
+def _iou(a: np.ndarray, b: np.ndarray, box_a: tuple[int, int, int, int], box_b: tuple[int, int, int, int]) -> float:
+    """IoU of two region masks, counted only inside their boxes (regions are zero outside them): 0 at once when
+    the boxes do not meet, which is most pairs of a frame with many regions."""
+    ax, ay, aw, ah = box_a
+    bx, by, bw, bh = box_b
+    if ax >= bx + bw or bx >= ax + aw or ay >= by + bh or by >= ay + ah:
+        return 0.0
+    x0, y0, x1, y1 = min(ax, bx), min(ay, by), max(ax + aw, bx + bw), max(ay + ah, by + bh)
+    ca, cb = a[y0:y1, x0:x1], b[y0:y1, x0:x1]
+    inter = np.count_nonzero(ca & cb)
     if not inter:
         return 0.0
-    return inter / np.count_nonzero(a | b)
+    return inter / np.count_nonzero(ca | cb)

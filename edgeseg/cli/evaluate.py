@@ -15,6 +15,7 @@ Examples:
   edgeseg evaluate --model ultralightunet-s --data data/kvasir-seg --split val --shift brightness=0.7
   edgeseg evaluate --model ultralightunet-s --data data/kvasir-seg --split val --tta flips
   edgeseg evaluate --artifact exports/ultralightunet3d-s_fp32.onnx --data Task09_Spleen
+  edgeseg evaluate --model ultralightunet-s --video clips/      (clip folders: see --video)
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", default=None, metavar="MODE",
                    help="test-time augmentation: hflip (2 passes), flips (4: both mirrors and both), or "
                         "hflip+scales / flips+scales (also at 0.75x and 1.25x, 2D only); logits are averaged")
+    v = p.add_argument_group("video (clips with a true mask per frame)")
+    v.add_argument("--video", nargs="+", default=None, metavar="CLIP_DIR",
+                   help="score on clip folders (frames/ + masks/ + clip.json, or a folder of them; write some with "
+                        "`python -m edgeseg.benchmarks.temporal --data DATA --write DIR`): Dice per frame, "
+                        "frame-to-frame IoU against the truth's own, region-count changes per second, false-positive "
+                        "regions per frame and the delay from a polyp coming into view to its first box, with the "
+                        "demo's smoothing off and on. Runs --artifact, or --model's shipped artifact")
+    v.add_argument("--video-settings", default="raw,default", metavar="NAMES",
+                   help="stabiliser settings to compare: raw (smoothing off), default (on, as the demo), min-area, "
+                        "ema, strong, or all (default: raw,default)")
     add_format_argument(p)
 
 
@@ -70,9 +81,12 @@ def resolve_model(weights: str | None, model: str | None):
 
 
 def main(args: argparse.Namespace) -> int:
+    from edgeseg.common.io import check_writable_dir
+
+    if args.video:
+        return _evaluate_video(args, check_writable_dir(args.out) if args.out else None)
     import torch
 
-    from edgeseg.common.io import check_writable_dir
     from edgeseg.data.transforms import parse_shift, preprocessing_dict
 
     if args.threads:
@@ -241,6 +255,60 @@ def _evaluate_volumes(args, net, ckpt, wdesc: str, out, name: str | None = None)
               + (f", tta {args.tta}" if args.tta else "") + "):")
         print(f"  Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  recall {m['recall']:.4f}  "
               f"precision {m['precision']:.4f}  HD95 {m['hd95']:.2f} voxels ({m['hd95_undefined']} undefined)")
+    return 0
+
+
+def _evaluate_video(args, out) -> int:
+    """Clip folders: the model once per frame, then every stabiliser setting on the same masks
+    (edgeseg.benchmarks.temporal)."""
+    from edgeseg.benchmarks import temporal
+    from edgeseg.common.io import atomic_write_json, atomic_write_text
+
+    if args.weights:
+        raise ValueError("--video runs a converted model: convert the checkpoint first (`edgeseg convert`) and pass "
+                         "--artifact, or --model NAME for the artifact shipped with it")
+    if args.artifact and args.model:
+        raise ValueError("pass one of --artifact or --model with --video")
+    for flag, given in (("--shift", args.shift), ("--tta", args.tta), ("--img-size", args.img_size)):
+        if given:
+            raise ValueError(f"{flag} is for still images; drop it with --video")
+    names = list(temporal.SETTINGS) if args.video_settings == "all" else [
+        n.strip() for n in args.video_settings.split(",") if n.strip()]
+    unknown = [n for n in names if n not in temporal.SETTINGS]
+    if unknown or not names:
+        raise ValueError(f"unknown --video-settings {', '.join(unknown) or '(none)'}; choose from "
+                         f"{', '.join(temporal.SETTINGS)} or all")
+    target = args.artifact or args.model
+    if target is None:
+        raise ValueError("give --artifact PATH (a converted model) or --model NAME (runs the artifact shipped for it)")
+    settings = {n: temporal.SETTINGS[n] for n in names}
+    per_clip: list[tuple[str, dict]] = []
+    t0 = time.perf_counter()
+    res = temporal.measure_folders(target, args.video, settings, threads=args.threads or 2, runtime=args.runtime,
+                                   on_clip=lambda path, r: per_clip.append((str(path), r)))
+    facts = {"model": str(target), "clips": [c for c, _ in per_clip], "threads": args.threads or 2,
+             "seconds": round(time.perf_counter() - t0, 2)}
+    summary = {**facts, "settings": res}
+    if all(k in res for k in temporal.OFF_ON):
+        summary["off_vs_on"] = temporal.off_vs_on(res)
+    if out is not None:
+        cols = [k for k, _, _ in temporal.COLUMNS]
+        lines = ["clip,setting," + ",".join(cols)]
+        lines += [f"{c},{n}," + ",".join("" if r[n][k] is None else f"{r[n][k]:.6g}" for k in cols)
+                  for c, r in per_clip for n in r]
+        atomic_write_text(out / "per_clip.csv", "\n".join(lines) + "\n")
+        atomic_write_json(out / "summary.json", summary)
+    if wants_json(args):
+        from edgeseg.cli._format import print_json
+
+        print_json(summary)
+        return 0
+    print(f"{target} on {len(per_clip)} clip(s) ({', '.join(args.video)}), {facts['threads']} threads:")
+    print(temporal.table(res))
+    if "off_vs_on" in summary:
+        print("smoothing on vs off: " + temporal.off_vs_on_line(summary["off_vs_on"]))
+    if out is not None:
+        print(f"  per-clip: {out / 'per_clip.csv'}")
     return 0
 
 
