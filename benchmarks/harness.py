@@ -118,6 +118,7 @@ class BenchConfig:
     runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     convert_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     tune: bool = False  # search each artifact's fastest runtime settings here first (edgeseg.runtimes.tuning)
+    video: dict[str, Any] | None = None  # clips to score each artifact on (edgeseg.benchmarks.video.VideoSpec)
 
     def validate(self) -> None:
         self.targets = parse_list(self.targets, TARGETS, "target(s)")
@@ -138,6 +139,10 @@ class BenchConfig:
             raise ValueError(f"--busy-wait must be one of {', '.join(BUSY_WAIT)}, got {self.busy_wait!r}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        if self.video is not None:
+            from edgeseg.benchmarks.video import VideoSpec
+
+            self.video = asdict(VideoSpec.parse(self.video))
 
 
 def runtime_options(cfg: BenchConfig, runtime: str) -> dict[str, Any]:

@@ -280,6 +280,18 @@ def _profile_section(profiles: list[dict]) -> str:
     return "".join(parts)
 
 
+def _video_section(video: list[dict]) -> str:
+    if not video:
+        return ""
+    parts = []
+    for v in video:
+        if "error" in v:
+            parts.append(f"<p><b>{html.escape(v['row'])}</b>: clips not scored ({html.escape(v['error'])})</p>")
+        else:
+            parts.append(clip_section(v["results"], {"row": v["row"], "clips": v["clips"]}))
+    return "".join(parts)
+
+
 def render_html(run: RunResult) -> str:
     """The whole report as one HTML string (images inline)."""
     esc = html.escape
@@ -310,6 +322,7 @@ def render_html(run: RunResult) -> str:
 {figs}
 {_layer_section(run.layers)}
 {_profile_section(run.profiles)}
+{_video_section(run.video)}
 <h2>Environment</h2><pre>{esc(json.dumps(run.environment, indent=2, default=str))}</pre>
 <h2>Configuration</h2><pre>{esc(json.dumps(run.config, indent=2, default=str))}</pre>
 </body></html>

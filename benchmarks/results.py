@@ -199,6 +199,7 @@ class RunResult:
     rows: list[Row]
     layers: list[dict[str, Any]] = field(default_factory=list)  # layer-wise reports (benchmarks.layers)
     profiles: list[dict[str, Any]] = field(default_factory=list)  # per-op profiles (benchmarks.profile)
+    video: list[dict[str, Any]] = field(default_factory=list)  # steadiness on clips (benchmarks.video)
 
     @property
     def reference(self) -> Row | None:
@@ -213,13 +214,15 @@ class RunResult:
             "rows": [r.to_dict() for r in self.rows],
             "layers": self.layers,
             "profiles": self.profiles,
+            "video": self.video,
         })
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunResult:
         return cls(run_id=d["run_id"], created=d.get("created", ""), config=d.get("config", {}),
                    environment=d.get("environment", {}), rows=[Row.from_dict(r) for r in d.get("rows", [])],
-                   layers=list(d.get("layers") or []), profiles=list(d.get("profiles") or []))
+                   layers=list(d.get("layers") or []), profiles=list(d.get("profiles") or []),
+                   video=list(d.get("video") or []))
 
     def counts(self) -> dict[str, int]:
         """Rows per status."""

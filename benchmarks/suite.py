@@ -38,7 +38,7 @@ SUITES_DIR = Path(__file__).resolve().parent / "suites"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("name", "description", "model", "weights", "data", "split", "img_size", "targets", "precisions",
         "devices", "runtimes", "threads", "warmup", "iters", "min_time", "limit", "calibration", "fidelity",
-        "runtime_options", "convert_options", "gates")
+        "runtime_options", "convert_options", "gates", "video")
 GATE_KEYS = ("fail_on_regression", "min_agreement", "max_dice_drop")
 
 

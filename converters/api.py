@@ -269,19 +269,29 @@ def convert_model(
     if export.tta:
         model_cfg["tta"] = net.spec.to_dict()
     from edgeseg.converters.rewrites import apply as apply_rewrites
+    from edgeseg.converters.rewrites import defaults_for
 
-    check = sample_np if held_back is not None else np.random.default_rng(0).normal(size=sample_np.shape)
-    export_net, rewrites = apply_rewrites(net, torch.from_numpy(check.astype(np.float32)), export.rewrites)
-    for rec in rewrites:
-        if rec.get("applied"):
-            say(f"rewrite {rec['name']}: {rec['count']} place(s), max|d| {rec['max_abs_diff']:.2g} vs the model")
-        elif "max_abs_diff" in rec:
-            warnings.warn(f"rewrite {rec['name']} not kept: {rec['reason']}", stacklevel=2)
+    check = torch.from_numpy((sample_np if held_back is not None else
+                              np.random.default_rng(0).normal(size=sample_np.shape)).astype(np.float32))
+    rewritten: dict[tuple[str, ...], tuple[Any, list[dict[str, Any]]]] = {}  # one copy per distinct set
+
+    def rewritten_for(target: str) -> tuple[Any, list[dict[str, Any]]]:
+        names = tuple(export.rewrites) if export.rewrites is not None else defaults_for(target)
+        if names not in rewritten:
+            rewritten[names] = apply_rewrites(net, check, names)
+            for rec in rewritten[names][1]:
+                if rec.get("applied"):
+                    say(f"rewrite {rec['name']}: {rec['count']} place(s), max|d| {rec['max_abs_diff']:.2g} "
+                        "vs the model")
+                elif "max_abs_diff" in rec:
+                    warnings.warn(f"rewrite {rec['name']} not kept: {rec['reason']}", stacklevel=2)
+        return rewritten[names]
+
     ctx = Context(net=net, out=out, model_name=mcfg.name, model_cfg=model_cfg, pre=pre, classes=classes,
-                   wrec=wrec, held_back=held_back, threads=verify.threads, say=say, export_net=export_net,
-                   rewrites=rewrites)
+                   wrec=wrec, held_back=held_back, threads=verify.threads, say=say)
     results = []
     for t in targets:
+        ctx.export_net, ctx.rewrites = rewritten_for(t)
         converter = get_converter(t)  # one instance per target: it may reuse work across precisions
         for p in jobs[t]:
             cfg = ConvertConfig(

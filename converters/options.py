@@ -47,7 +47,7 @@ class ExportOptions:
             see :mod:`edgeseg.common.tta`): the model is wrapped before export, verified as wrapped, and the
             manifest records it under ``model_cfg["tta"]``. None: none.
         rewrites: exact deploy-time rewrites applied to a copy of the model before export (see
-            :mod:`edgeseg.converters.rewrites`); None: the default set, (): none.
+            :mod:`edgeseg.converters.rewrites`); None: the target's default set, (): none.
     """
 
     img_size: int | tuple[int, ...] | None = None

@@ -9,7 +9,10 @@ them off.
 - ``fold-shuffle``: the MKIR channel shuffle followed by the block's pointwise convolution is that
   convolution with its input channels permuted (``W'[:, perm[j]] = W[:, j]``), so the shuffle's
   reshape/transpose/reshape leaves the graph. OpenVINO spent 12% of its fp32 time of ultralightunet-s in
-  ``ShuffleChannels`` (docs/notes/issue-18.md).
+  ``ShuffleChannels`` (docs/notes/issue-18.md). Every target.
+- ``split-one-channel-convs``: a k x k convolution to one output channel (the spatial attention's 7x7 conv
+  over [mean, max]) as a depthwise convolution plus a channel sum: the roofline showed OpenVINO's dense kernel
+  at 77-277x its floor on one-channel outputs. onnxruntime and OpenVINO only (:data:`TARGET_DEFAULTS`).
 """
 
 from __future__ import annotations
@@ -44,8 +47,61 @@ def fold_channel_shuffles(net: Any) -> int:
     return done
 
 
-REWRITES: dict[str, Callable[[Any], int]] = {"fold-shuffle": fold_channel_shuffles}
+def _depthwise_sum(conv: Any) -> Any:
+    """``conv`` (k x k, one output channel) as a depthwise convolution followed by a sum over channels."""
+    import torch
+    from torch import nn
+
+    class DepthwiseSum(nn.Module):
+        """A one-channel k x k convolution computed as depthwise products summed over the channels."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            c = conv.in_channels
+            self.dw = type(conv)(c, c, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                                 dilation=conv.dilation, groups=c, bias=False, padding_mode=conv.padding_mode)
+            with torch.no_grad():
+                self.dw.weight.copy_(conv.weight.reshape(c, 1, *conv.kernel_size))
+            self.bias = conv.bias
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.dw(x).sum(dim=1, keepdim=True)
+            return y if self.bias is None else y + self.bias.reshape(1, 1, *([1] * (y.dim() - 2)))
+
+    return DepthwiseSum()
+
+
+def split_one_channel_convs(net: Any) -> int:
+    """Compute every k x k (k > 1) convolution with one output channel (the spatial attention's 7x7 conv over
+    [mean, max]) as a depthwise convolution and a channel sum; returns how many. OpenVINO's and
+    onnxruntime's dense kernels vectorise over output channels, so one output channel leaves them idle."""
+    from torch import nn
+
+    done = 0
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if (isinstance(child, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and child.out_channels == 1
+                    and child.groups == 1 and child.in_channels > 1 and max(child.kernel_size) > 1):
+                setattr(parent, name, _depthwise_sum(child))
+                done += 1
+    return done
+
+
+REWRITES: dict[str, Callable[[Any], int]] = {"fold-shuffle": fold_channel_shuffles,
+                                             "split-one-channel-convs": split_one_channel_convs}
 DEFAULT = ("fold-shuffle",)
+# per target, what paid in one interleaved timing run each (docs/notes/issue-18.md): splitting the spatial
+# attention's one-channel 7x7 conv paid on onnxruntime (1.03x -s, 1.22x base) and OpenVINO (1.05x, 1.00x) and
+# cost on LiteRT (0.98x, 0.93x) and ExecuTorch (0.95x, 0.94x), whose XNNPACK kernels take the dense conv well
+TARGET_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "onnx": ("fold-shuffle", "split-one-channel-convs"),
+    "openvino": ("fold-shuffle", "split-one-channel-convs"),
+}
+
+
+def defaults_for(target: str) -> tuple[str, ...]:
+    """The rewrites applied to ``target`` when none are named."""
+    return TARGET_DEFAULTS.get(target, DEFAULT)
 
 
 def apply(net: Any, sample: Any, names: Sequence[str] | None = None) -> tuple[Any, list[dict[str, Any]]]:

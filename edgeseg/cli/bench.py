@@ -75,6 +75,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--no-html", action="store_true", help="skip the HTML report")
     o.add_argument("--profile", action="store_true",
                    help="per-op profiles of every ok row from its runtime's own profiler (after the timing)")
+    o.add_argument("--video", metavar="CLIPS",
+                   help="also score every artifact on video clips, smoothing off and on: N or NxFRAMES simulated "
+                        "pan-on clips over --data's val images (e.g. 8x120), or clip folders (DIR[,DIR...]; "
+                        "python -m edgeseg.benchmarks.temporal --write DIR)")
     o.add_argument("--no-layers", action="store_true",
                    help="skip the layer-wise comparison of one int8 artifact per backend (a few seconds each)")
     add_format_argument(o)
@@ -170,7 +174,7 @@ def _config(args):
         warmup=pick("warmup"), iters=iters, min_time=min_time, limit=pick("limit"),
         calibration=pick("calibration"), out=args.out, artifacts=args.artifacts, reuse=not args.no_reuse,
         isolate=not args.no_isolate, row_timeout=args.row_timeout, suite=suite.get("name"),
-        busy_wait=args.busy_wait, tune=args.tune,
+        busy_wait=args.busy_wait, tune=args.tune, video=pick("video"),
         min_agreement=fid.get("min_agreement") or {}, max_abs_diff=fid.get("max_abs_diff") or {},
         runtime_options=parse_runtime_options(args.runtime_option, suite.get("runtime_options")),
         convert_options=parse_convert_options(args.convert_option, suite.get("convert_options")),
@@ -197,6 +201,10 @@ def _run(args) -> int:
         from edgeseg.benchmarks.profile import profile_rows
 
         run.profiles = profile_rows(run, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if cfg.video:
+        from edgeseg.benchmarks.video import VideoSpec, video_rows
+
+        run.video = video_rows(run, VideoSpec(**cfg.video), log=lambda m: print(m, file=sys.stderr, flush=True))
     paths = write_reports(run, cfg.out, html=not args.no_html)  # the reports first: they survive a DB fault
     baseline = None
     if gates["fail_on_regression"] is not None and db is not None:

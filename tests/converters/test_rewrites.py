@@ -58,3 +58,28 @@ def test_a_converted_artifact_records_its_rewrites_and_loses_the_shuffle_ops(tmp
         return sum(n.op_type == "Transpose" for n in onnx.load(str(r.artifact.path)).graph.node)
 
     assert transposes(folded) < transposes(plain)
+
+
+def test_one_channel_convs_become_depthwise_sums_exactly_and_only_where_they_pay(tmp_path):
+    import onnx
+    from edgeseg.converters import ExportOptions, VerifyOptions, convert_model
+    from edgeseg.converters.rewrites import apply, defaults_for, split_one_channel_convs
+
+    net = _net()
+    x = torch.randn(2, 3, 64, 64)
+    rewritten, [rec] = apply(net, x, ("split-one-channel-convs",))
+    assert rec["applied"] and rec["count"] == 1 and rec["max_abs_diff"] < 1e-5  # the spatial attention's 7x7
+    assert type(net.SA.conv).__name__ == "Conv2d" and type(rewritten.SA.conv).__name__ == "DepthwiseSum"
+    assert rewritten.SA.conv.dw.groups == net.SA.conv.in_channels == 2
+    with torch.no_grad():
+        assert torch.allclose(rewritten(x), net(x), atol=1e-5)
+    assert split_one_channel_convs(rewritten) == 0
+    assert "split-one-channel-convs" in defaults_for("openvino") and "split-one-channel-convs" in defaults_for("onnx")
+    assert defaults_for("tflite") == defaults_for("executorch") == ("fold-shuffle",)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        [r] = convert_model(_net(), "onnx", "fp32", export=ExportOptions(img_size=64), verify=VerifyOptions(images=4),
+                            out_dir=tmp_path)
+    assert r.passed and [x["name"] for x in r.manifest.extra["rewrites"]] == ["fold-shuffle", "split-one-channel-convs"]
+    convs = [n for n in onnx.load(str(r.artifact.path)).graph.node if n.op_type == "Conv" and "/SA/" in n.name]
+    assert convs and all(any(a.name == "group" and a.i == 2 for a in n.attribute) for n in convs)
