@@ -39,11 +39,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from edgeseg.workflow.schema import coerce, fail, in_recipe_terms, pass_through, unknown_keys
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 # shipped recipes name data beside the repository (../shared/data/...), like the benchmark suites
@@ -60,130 +61,6 @@ FLOAT_PRECISIONS = ("fp32", "fp16")
 OVER_BUDGET = ("report", "fail")
 
 
-def _fail(where: str, msg: str) -> ValueError:
-    return ValueError(f"{where}: {msg}")
-
-
-def _in_recipe_terms(where: str, exc: ValueError, names: list[str]) -> ValueError:
-    """A check's message with its command-line flags (``--iters``) named as recipe keys (``bench.iters``)."""
-    import re
-
-    section = where.rsplit(": ", 1)[-1]
-
-    def key(m: re.Match) -> str:
-        name = m.group(1).replace("-", "_")
-        return f"{section}.{name}" if name in names else m.group(0)
-
-    file = where.rsplit(": ", 1)[0]
-    return ValueError(f"{file}: {re.sub(r'--([a-z][a-z0-9-]*)', key, str(exc))}")
-
-
-def _unknown_keys(where: str, got: dict[str, Any], valid: tuple[str, ...] | list[str]) -> None:
-    unknown = [k for k in got if k not in valid]
-    if not unknown:
-        return
-    hints = []
-    for k in unknown:
-        close = difflib.get_close_matches(str(k), list(valid), n=1)
-        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    raise _fail(where, f"unknown key {', '.join(hints)}; allowed: {', '.join(valid)}")
-
-
-def _describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin in (tuple, list):
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return f"a list of {len(args)} {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
-        return "a list"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null",
-            dict: "a mapping"}.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def coerce(value: Any, hint: Any, where: str) -> Any:
-    """``value`` checked against the type ``hint`` of a dataclass field (lists become tuples where a tuple is
-    wanted; a number written as text, like ``3e-3``, which YAML reads as a string, becomes a float).
-
-    Raises:
-        ValueError: ``where: expected <kind>, got <value>``.
-    """
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    bad = _fail(where, f"expected {_describe(hint)}, got {value!r}")
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            if type(None) in args:
-                return None
-            raise bad
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(value, arg, where)
-            except ValueError:
-                continue
-        raise bad
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise bad
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise bad
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise bad
-            return tuple(coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        item = args[0] if args else Any
-        seq = [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(seq) if origin is tuple else seq
-    if origin is dict or hint is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise bad
-    return value
-
-
-def _pass_through(where: str, raw: dict[str, Any], cls: type, reserved: tuple[str, ...],
-                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A section whose keys are the fields of ``cls`` (less ``reserved``), values checked by their types.
-
-    The fields are read from the class itself, so an option added to it is accepted here the day it lands.
-    """
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.name not in reserved]
-    valid = [*names, *(extra or {})]
-    for key in raw:
-        if key in reserved:
-            raise _fail(f"{where}.{key}", f"set by the run itself, not in the {where.rsplit(': ', 1)[-1]} "
-                        f"section; allowed: {', '.join(valid)}")
-    _unknown_keys(where, raw, valid)
-    out = {}
-    for key, value in raw.items():
-        hint = (extra or {}).get(key) or hints[key]
-        out[key] = coerce(value, hint, f"{where}.{key}")
-    return out
-
-
 def _targets(where: str, value: Any, allow_empty: bool) -> tuple[str, ...]:
     from edgeseg.converters import list_targets
 
@@ -193,14 +70,14 @@ def _targets(where: str, value: Any, allow_empty: bool) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, (list, tuple)) or (not value and not allow_empty):
-        raise _fail(where, f"expected a list of targets ({', '.join(valid)}) or 'all', got {value!r}")
+        raise fail(where, f"expected a list of targets ({', '.join(valid)}) or 'all', got {value!r}")
     out: list[str] = []
     for t in value:
         t = str(t).lower()
         if t not in valid:
             close = difflib.get_close_matches(t, valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise _fail(where, f"unknown target {t!r}{hint}; allowed: {', '.join(valid)} or all")
+            raise fail(where, f"unknown target {t!r}{hint}; allowed: {', '.join(valid)} or all")
         if t not in out:
             out.append(t)
     return tuple(out)
@@ -419,27 +296,27 @@ def load_recipe(ref: str | Path, overrides: dict[str, Any] | None = None, data: 
         _set(raw, key, value)
     if data is not None:
         raw["data"] = data
-    _unknown_keys(where, raw, TOP_KEYS)
+    unknown_keys(where, raw, TOP_KEYS)
     for key in ("model", "data"):
         if not raw.get(key) or not isinstance(raw[key], str):
-            raise _fail(f"{where}: {key}", "required: a string (e.g. model: ultralightunet-t, data: synthetic)")
+            raise fail(f"{where}: {key}", "required: a string (e.g. model: ultralightunet-t, data: synthetic)")
     for sec in SECTIONS:
         if raw.get(sec) is None:
             raw[sec] = {}
         if not isinstance(raw[sec], dict):
-            raise _fail(f"{where}: {sec}", f"a section is a mapping of keys, got {raw[sec]!r}")
+            raise fail(f"{where}: {sec}", f"a section is a mapping of keys, got {raw[sec]!r}")
     name = raw.get("name") or path.stem
     if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-        raise _fail(f"{where}: name", f"a plain name without folders, got {name!r}")
+        raise fail(f"{where}: name", f"a plain name without folders, got {name!r}")
 
     from edgeseg.models import get_model_cfg
 
     try:
         mcfg = get_model_cfg(raw["model"])
     except ValueError as exc:
-        raise _fail(f"{where}: model", str(exc)) from None
+        raise fail(f"{where}: model", str(exc)) from None
     if mcfg.spatial_dims != 2:
-        raise _fail(f"{where}: model", f"{mcfg.name} is a {mcfg.spatial_dims}D model; edgeseg run takes 2D "
+        raise fail(f"{where}: model", f"{mcfg.name} is a {mcfg.spatial_dims}D model; edgeseg run takes 2D "
                     "models (3D: edgeseg train, then edgeseg convert)")
     base = _REPO_ROOT if path.parent.resolve() == RECIPES_DIR else path.parent.resolve()
     data_path = _resolve_data(raw["data"], base, f"{where}: data")
@@ -450,13 +327,13 @@ def load_recipe(ref: str | Path, overrides: dict[str, Any] | None = None, data: 
     bad = [p for p in convert.precisions if p not in FLOAT_PRECISIONS]
     if bad or not convert.precisions:
         extra = " (int8 is made by the quantize stage: quantize.targets)" if "int8" in bad else ""
-        raise _fail(f"{where}: convert.precisions", f"got {list(convert.precisions)}{extra}; allowed: "
+        raise fail(f"{where}: convert.precisions", f"got {list(convert.precisions)}{extra}; allowed: "
                     f"{', '.join(FLOAT_PRECISIONS)}")
     quantize = _section(f"{where}: quantize", raw["quantize"], QuantizeSection)
     if quantize.targets is not None:
         quantize = dataclasses.replace(quantize, targets=_targets(f"{where}: quantize.targets", quantize.targets, True))
     if quantize.over_budget not in OVER_BUDGET:
-        raise _fail(f"{where}: quantize.over_budget", f"got {quantize.over_budget!r}; allowed: {', '.join(OVER_BUDGET)}")
+        raise fail(f"{where}: quantize.over_budget", f"got {quantize.over_budget!r}; allowed: {', '.join(OVER_BUDGET)}")
     verify = _section(f"{where}: verify", raw["verify"], VerifySection)
     from edgeseg.converters import ExportOptions, QuantOptions, VerifyOptions
 
@@ -470,16 +347,16 @@ def load_recipe(ref: str | Path, overrides: dict[str, Any] | None = None, data: 
         try:
             check()
         except ValueError as exc:
-            raise _fail(f"{where}: {sec}", str(exc)) from None
+            raise fail(f"{where}: {sec}", str(exc)) from None
     from edgeseg.benchmarks.harness import BenchConfig
 
-    bench = _pass_through(f"{where}: bench", raw["bench"], BenchConfig, BENCH_RESERVED, {"enabled": bool})
+    bench = pass_through(f"{where}: bench", raw["bench"], BenchConfig, BENCH_RESERVED, {"enabled": bool})
     if "data" in bench:
         bench["data"] = _resolve_data(bench["data"], base, f"{where}: bench.data")
     try:
         BenchConfig(model=mcfg.name, **{k: v for k, v in bench.items() if k != "enabled"}).validate()
     except ValueError as exc:
-        raise _in_recipe_terms(f"{where}: bench", exc, [f.name for f in dataclasses.fields(BenchConfig)]) from None
+        raise in_recipe_terms(f"{where}: bench", exc, [f.name for f in dataclasses.fields(BenchConfig)]) from None
     report = _section(f"{where}: report", raw["report"], ReportSection)
     desc = raw.get("description") or ""
     return Recipe(name=name, model=mcfg.name, data=data_path, train=train, convert=convert, quantize=quantize,
@@ -489,7 +366,7 @@ def load_recipe(ref: str | Path, overrides: dict[str, Any] | None = None, data: 
 def _section(where: str, raw: dict[str, Any], cls: type) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    _unknown_keys(where, raw, names)
+    unknown_keys(where, raw, names)
     values = {}
     for key, value in raw.items():
         if key == "targets" and value is not None and not isinstance(value, (list, tuple)):
@@ -502,7 +379,7 @@ def _section(where: str, raw: dict[str, Any], cls: type) -> Any:
 def _train_section(where: str, raw: dict[str, Any], mcfg: Any, base: Path) -> dict[str, Any]:
     from edgeseg.train.loop import TrainConfig
 
-    train = _pass_through(where, raw, TrainConfig, TRAIN_RESERVED)
+    train = pass_through(where, raw, TrainConfig, TRAIN_RESERVED)
     if "val" in train and train["val"] is not None and not str(train["val"]).startswith("synthetic"):
         train["val"] = _resolve_data(train["val"], base, f"{where}.val")
     if train.get("init"):
@@ -517,8 +394,8 @@ def _train_section(where: str, raw: dict[str, Any], mcfg: Any, base: Path) -> di
     try:
         cfg.check()
     except ValueError as exc:
-        raise _in_recipe_terms(where, exc, [f.name for f in dataclasses.fields(TrainConfig)]) from None
+        raise in_recipe_terms(where, exc, [f.name for f in dataclasses.fields(TrainConfig)]) from None
     if cfg.img_size % mcfg.divisible_by:
-        raise _fail(f"{where}.img_size", f"must be a multiple of {mcfg.divisible_by} for {mcfg.name}, "
+        raise fail(f"{where}.img_size", f"must be a multiple of {mcfg.divisible_by} for {mcfg.name}, "
                     f"got {cfg.img_size}")
     return train

@@ -119,7 +119,7 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, redo: Iterable[str
         ctx.previous = rec if rec is not None and rec.get("key") == key.key else None
         folder.start(stage.name, key)  # from here until complete(), the stage has no completed record
         started, t0 = now(), time.perf_counter()
-        outputs, files = getattr(_stages, _stages.RUNNERS[stage.name])(ctx)
+        outputs, files = _stages.RUNNERS[stage.name](ctx)
         rec = folder.complete(stage.name, key, outputs, files, started, time.perf_counter() - t0)
         ctx.records[stage.name] = rec
         summary.ran.append((stage.name, why))

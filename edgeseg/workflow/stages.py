@@ -11,7 +11,10 @@ Each stage is a function ``run_<name>(ctx) -> (outputs, files)`` over the public
   held to it on the held-back labelled images: int8 Dice against the FP32 model's;
 - ``bench``: :func:`edgeseg.benchmarks.harness.run_benchmark` over exactly those artifacts (they are written
   where the harness caches artifacts, so it measures them instead of converting again);
-- ``report``: the model card (``model_card.json``) and one HTML report with it and the benchmark.
+- ``report``: the model card (``model_card.json``) and one HTML report with it and the benchmark
+  (:mod:`edgeseg.workflow.card`).
+
+The stage list and the context a stage sees are in :mod:`edgeseg.workflow.context`.
 
 A target whose backend is not installed is skipped with the extra that installs it. A conversion that fails
 is recorded and the other artifacts go on (the run exits 1 at the end). The next run tries again what failed,
@@ -22,101 +25,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeseg.common.errors import first_line
-from edgeseg.workflow.cache import RunFolder, data_fingerprint, digest, now
-from edgeseg.workflow.recipe import Recipe
-
-Outputs = tuple[dict[str, Any], list[Path]]
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One stage: the recipe sections and earlier stages its key covers, and the version of its code.
-
-    ``version`` is part of the key: raise it when the stage's outputs change meaning.
-    """
-
-    name: str
-    sections: tuple[str, ...]
-    needs: tuple[str, ...] = ()
-    version: int = 1
-
-
-STAGES: tuple[Stage, ...] = (
-    Stage("train", ("train",)),
-    Stage("convert", ("convert", "verify"), needs=("train",)),
-    Stage("quantize", ("quantize", "verify"), needs=("train",)),
-    Stage("bench", ("bench",), needs=("train", "convert", "quantize")),
-    Stage("report", ("report",), needs=("train", "convert", "quantize", "bench")),
-)
-STAGE_NAMES = tuple(s.name for s in STAGES)
-
-
-@dataclass
-class Context:
-    """What a stage sees: the recipe, the run folder, the records of the stages before it."""
-
-    recipe: Recipe
-    folder: RunFolder
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)
-    resume: bool = False  # the stage was interrupted with this same key (training resumes from last.pt)
-    previous: dict[str, Any] | None = None  # the stage's last record when it had this same key (retries)
-    _data_fp: dict[str, Any] | None = None
-
-    @property
-    def data_fingerprint(self) -> dict[str, Any]:
-        if self._data_fp is None:
-            self._data_fp = data_fingerprint(self.recipe.data)
-        return self._data_fp
-
-    def outputs(self, stage: str) -> dict[str, Any]:
-        return self.records[stage]["outputs"]
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.folder.abs(self.outputs("train")["checkpoint"])
-
-    @property
-    def checkpoint_sha(self) -> str:
-        return self.records["train"]["files"][self.outputs("train")["checkpoint"]]
-
-    @property
-    def img_size(self) -> int:
-        return int(self.outputs("train")["img_size"])
-
-    @property
-    def artifacts_root(self) -> Path:
-        return self.folder.root / "artifacts"
-
-
-def stage_inputs(stage: Stage, ctx: Context) -> dict[str, Any]:
-    """The outside inputs of a stage's key (besides its sections and upstream outputs)."""
-    r = ctx.recipe
-    if stage.name == "train":
-        inputs: dict[str, Any] = {"model": r.model, "data": ctx.data_fingerprint["sha256"]}
-        for key in ("init", "val"):
-            value = r.train.get(key)
-            if value and Path(value).is_file():
-                from edgeseg.common.io import sha256_file
-
-                inputs[key] = sha256_file(value)
-            elif value and Path(value).is_dir():
-                inputs[key] = data_fingerprint(value)["sha256"]
-        return inputs
-    if stage.name in ("convert", "quantize"):  # calibration and verification images come from the data
-        return {"data": ctx.data_fingerprint["sha256"]}
-    if stage.name == "bench":
-        data = r.bench.get("data", r.data)
-        return {"data": data_fingerprint(data)["sha256"]}
-    if stage.name == "report":
-        return {"recipe": {"name": r.name, "description": r.description, "data": r.data}}
-    return {}
-
+from edgeseg.workflow.card import build_card, run_report  # the report stage, in its own module
+from edgeseg.workflow.context import STAGE_NAMES, STAGES, Context, Outputs, Stage, stage_inputs
+from edgeseg.workflow.context import plain as _plain
 
 # ---------------------------------------------------------------------------------------------- train
 
@@ -143,12 +58,6 @@ def run_train(ctx: Context) -> Outputs:
     outputs = {"checkpoint": ctx.folder.rel(best), "img_size": cfg.img_size, "best": _plain(res.best),
                "epochs": cfg.epochs, "resumed": resume}
     return outputs, [best]
-
-
-def _plain(obj: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(obj, default=lambda o: float(o) if hasattr(o, "__float__") else str(o)))
 
 
 # ---------------------------------------------------------------------------- convert and quantize
@@ -370,107 +279,8 @@ def run_bench(ctx: Context) -> Outputs:
     return outputs, [paths["json"]]
 
 
-# --------------------------------------------------------------------------------------------- report
 
-
-def _bench_run(ctx: Context):
-    import json
-
-    from edgeseg.benchmarks.results import RunResult
-
-    rel = ctx.outputs("bench").get("bench_json")
-    if not rel:
-        return None
-    return RunResult.from_dict(json.loads(ctx.folder.abs(rel).read_text()))
-
-
-def build_card(ctx: Context, run: Any = None) -> dict[str, Any]:
-    """The model card of the run: data, training, weights, every artifact with its verification, budget and
-    measured latency, the recommended artifact, the stages (keys, times)."""
-    from edgeseg import __version__
-    from edgeseg.weights import read_checkpoint
-
-    r = ctx.recipe
-    ckpt = read_checkpoint(ctx.checkpoint)
-    recipe = ckpt.get("recipe") or {}
-    metrics = ckpt.get("metrics") or {}
-    train_out = ctx.outputs("train")
-    rows = {}
-    if run is not None:
-        rows = {(row.target, row.precision): row for row in run.rows if not row.reference}
-    arts = []
-    for a in [a for s in ("convert", "quantize") for a in ctx.outputs(s)["artifacts"]]:
-        par = a.get("parity") or {}
-        entry = {k: a[k] for k in ("target", "precision", "path", "manifest", "size_bytes", "status")}
-        entry["kept"], entry["refused"] = a.get("kept", True), a.get("refused")
-        entry["scheme"] = (a.get("quantization") or {}).get("scheme")
-        entry["verified"] = {k: par.get(k) for k in ("passed", "mask_agreement", "mask_agreement_min",
-                                                        "max_abs_diff", "n_images", "runtime", "failures")}
-        if "budget" in a:
-            entry["budget"] = a["budget"]
-        row = rows.get((a["target"], a["precision"]))
-        if row is not None:
-            entry["bench"] = {"status": row.status, "p50_ms": row.p50, "fps": row.fps, "dice": row.dice,
-                              "dice_drop": row.dice_drop, "agreement": row.agreement, "runtime": row.runtime,
-                              "speedup_vs_torch": row.speedup}
-        arts.append(entry)
-    ok = [e for e in arts if e["status"] == "ok" and (e.get("bench") or {}).get("status") == "ok"
-          and e["bench"].get("p50_ms")]
-    best = min(ok, key=lambda e: e["bench"]["p50_ms"]) if ok else None
-    ref = run.reference if run is not None else None
-    stages = [{"stage": n, "key": rec["key"][:16], "elapsed_s": rec.get("elapsed_s"), "finished": rec.get("finished")}
-              for n, rec in ctx.records.items()]
-    card = {
-        "model": r.model,
-        "recipe": {"name": r.name, "description": r.description, "path": r.path, "sha256": digest(r.to_dict()),
-                   "sections": r.to_dict()},
-        "data": {"name": r.report.data_name or r.data, "source": r.data, "terms": r.report.data_terms,
-                 "fingerprint": ctx.data_fingerprint["sha256"], "train_split": recipe.get("train_data"),
-                 "val_split": recipe.get("val_data")},
-        "weights": {"file": train_out["checkpoint"], "sha256": ctx.checkpoint_sha,
-                    "size_bytes": ctx.checkpoint.stat().st_size},
-        "training": {"epochs_planned": recipe.get("epochs"), "best_epoch": metrics.get("epoch"),
-                     "train_time_s": metrics.get("elapsed_s"), "resumed": train_out.get("resumed"),
-                     "recipe": _plain(recipe)},
-        "preprocessing": _plain(ckpt.get("preprocessing")),
-        "val": {k.removeprefix("val_"): v for k, v in metrics.items() if k.startswith("val_")},
-        "reference": None if ref is None else {"runtime": "torch fp32", "p50_ms": ref.p50, "dice": ref.dice},
-        "artifacts": arts,
-        "recommended": None if best is None else {
-            "target": best["target"], "precision": best["precision"], "path": best["path"],
-            "p50_ms": best["bench"]["p50_ms"], "dice": best["bench"]["dice"],
-            "why": "the fastest artifact that passed verification, is within the accuracy budget and ran in the "
-                   "benchmark"},
-        "skipped": [s for st in ("convert", "quantize") for s in ctx.outputs(st)["skipped"]],
-        "failed": [s for st in ("convert", "quantize") for s in ctx.outputs(st)["failed"]],
-        "environment": None if run is None else _environment(run),
-        "stages": stages,
-        "notes": r.report.notes,
-        "edgeseg_version": __version__,
-        "created": now(),
-    }
-    return card
-
-
-def _environment(run: Any) -> str:
-    from edgeseg.benchmarks.report import environment_line
-
-    return environment_line(run.environment)
-
-
-def run_report(ctx: Context) -> Outputs:
-    from edgeseg.benchmarks.html_report import write_model_card_report
-    from edgeseg.common.io import atomic_write_json
-
-    run = _bench_run(ctx)
-    card = build_card(ctx, run)
-    card_path = atomic_write_json(ctx.folder.root / "model_card.json", card)
-    html, note = write_model_card_report(ctx.folder.root / "report.html", card, run)
-    if note:
-        ctx.log(f"  {note}")
-    outputs = {"model_card": ctx.folder.rel(card_path), "report": ctx.folder.rel(html),
-               "recommended": card["recommended"]}
-    return outputs, [card_path, html]
-
-
-RUNNERS: dict[str, str] = {s.name: f"run_{s.name}" for s in STAGES}
+RUNNERS: dict[str, Callable[[Context], Outputs]] = {
+    "train": run_train, "convert": run_convert, "quantize": run_quantize, "bench": run_bench, "report": run_report,
+}
+__all__ = ["STAGES", "STAGE_NAMES", "Context", "Outputs", "Stage", "build_card", "stage_inputs", "RUNNERS"]
