@@ -152,7 +152,7 @@ def plot_dice_distribution(run: RunResult) -> str:
     return _png(fig)
 
 
-_CSS = """
+CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#212529}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #dee2e6;padding:3px 7px;text-align:right}
 th{background:#f1f3f5}td:first-child,td:nth-child(2),td:last-child{text-align:left}
@@ -208,8 +208,8 @@ def _layer_section(sections: list[dict]) -> str:
         parts.append(f'<img alt="layers {esc(str(sec.get("runtime")))}" src="data:image/png;base64,{plot_layers(sec)}">')
         by = {x["name"]: x for x in sec.get("layers", [])}
         rows = "".join(
-            f"<tr><td>{esc(n)}</td><td>{_cell(by[n].get('sqnr_db'), '.2f')}</td><td>{_cell(by[n].get('drop_db'), '.2f')}"
-            f"</td><td>{_cell(by[n].get('rel_error'), '.4f')}</td><td>{_cell(by[n].get('cka'), '.4f')}</td></tr>"
+            f"<tr><td>{esc(n)}</td><td>{fmt_cell(by[n].get('sqnr_db'), '.2f')}</td><td>{fmt_cell(by[n].get('drop_db'), '.2f')}"
+            f"</td><td>{fmt_cell(by[n].get('rel_error'), '.4f')}</td><td>{fmt_cell(by[n].get('cka'), '.4f')}</td></tr>"
             for n in sec.get("ranked", [])[:5] if n in by)
         parts.append("<table><thead><tr><th>most harmful layers</th><th>SQNR dB</th><th>drop dB</th>"
                      f"<th>rel err</th><th>CKA</th></tr></thead><tbody>{rows}</tbody></table>")
@@ -311,7 +311,7 @@ def render_html(run: RunResult) -> str:
                   f"theoretical FP32 peak).</p>" if floor else "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>edgeseg bench {esc(run.run_id)}</title>
-<style>{_CSS}</style></head><body>
+<style>{CSS}</style></head><body>
 <h1>edgeseg bench <code>{esc(run.run_id)}</code></h1>
 <p>Model <b>{esc(str(cfg.get('model')))}</b> (weights: {esc(str(cfg.get('weights') or 'random'))}), data
 <b>{esc(str(cfg.get('data')))}</b> split {esc(str(cfg.get('split')))} ({esc(str(cfg.get('cases')))} cases),
@@ -334,105 +334,12 @@ def write_html(run: RunResult, path: str | Path) -> Path:
     return atomic_write_text(path, render_html(run))
 
 
-def _bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
-
-
-def _cell(v, spec: str = "") -> str:
+def fmt_cell(v, spec: str = "") -> str:
     if v is None:
         return "-"
     if isinstance(v, float) and spec:
         return format(v, spec)
     return str(v)
-
-
-def render_model_card(card: dict) -> str:
-    """The model card of an ``edgeseg run`` as an HTML section: data, training, weights, every artifact with
-    its verification, accuracy budget and measured latency, the recommended artifact and the stages."""
-    esc = html.escape
-    data, tr, val, w = card.get("data") or {}, card.get("training") or {}, card.get("val") or {}, card.get("weights") or {}
-    recipe = card.get("recipe") or {}
-    facts = [
-        ("model", card.get("model")),
-        ("data", f"{data.get('name')} ({data.get('source')})"),
-        ("train / val split", f"{(data.get('train_split') or {}).get('n', '-')} / {(data.get('val_split') or {}).get('n', '-')}"),
-        ("data terms", data.get("terms") or "-"),
-        ("weights", f"{w.get('file')} (sha256 {str(w.get('sha256'))[:16]}..., {_bytes(w.get('size_bytes'))})"),
-        ("training", f"best epoch {tr.get('best_epoch')} of {tr.get('epochs_planned')}, "
-                     f"{_cell(tr.get('train_time_s'))} s" + (" (resumed)" if tr.get("resumed") else "")
-                     + (f", from {(tr.get('recipe') or {}).get('init')}" if (tr.get("recipe") or {}).get("init") else "")),
-        ("val", ", ".join(f"{k} {_cell(v, '.4f')}" for k, v in val.items() if k != "n") or "-"),
-        ("pre-processing", json.dumps(card.get("preprocessing"))),
-    ]
-    facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts)
-    heads = ["artifact", "target", "precision", "size", "status", "agreement", "max abs", "Dice fp32 / int8",
-             "budget", "p50 ms", "bench Dice", "bench"]
-    rows = []
-    for a in card.get("artifacts") or []:
-        ver, bud, b = a.get("verified") or {}, a.get("budget") or {}, a.get("bench") or {}
-        dice = "-" if not bud else f"{_cell(bud.get('dice_fp32'), '.4f')} / {_cell(bud.get('dice_int8'), '.4f')}"
-        budget = "-" if not bud.get("max_dice_drop") else \
-            f"drop {_cell(bud.get('dice_drop'), '+.4f')} vs {bud['max_dice_drop']:g}"
-        status = a.get("status", "-") + ("" if a.get("kept", True) else " (not kept)")
-        cells = [a.get("path"), a.get("target"), a.get("precision"), _bytes(a.get("size_bytes")), status,
-                 _cell(ver.get("mask_agreement"), ".4f"), _cell(ver.get("max_abs_diff"), ".2g"), dice, budget,
-                 _cell(b.get("p50_ms"), ".2f"), _cell(b.get("dice"), ".4f"), b.get("status", "-")]
-        tds = "".join(f"<td>{esc(str(c))}</td>" for c in cells)
-        rows.append(f'<tr class="s-{"ok" if status == "ok" else "fidelity-failed"}" '
-                    f'title="{esc(str(a.get("refused") or ""))}">{tds}</tr>')
-    rec = card.get("recommended")
-    rec_html = ("<p>No artifact is recommended: none passed verification within the budget and ran in the "
-                "benchmark.</p>" if not rec else
-                f"<p>Recommended: <b>{esc(str(rec['path']))}</b> ({esc(rec['target'])} {esc(rec['precision'])}, "
-                f"p50 {_cell(rec.get('p50_ms'), '.2f')} ms, Dice {_cell(rec.get('dice'), '.4f')}): {esc(rec['why'])}.</p>")
-    notes = [f"skipped {s.get('target')} {s.get('precision', '')}: {s.get('reason')}" for s in card.get("skipped") or []]
-    notes += [f"FAILED {s.get('target')} {s.get('precision', '')}: {s.get('reason')}" for s in card.get("failed") or []]
-    notes += [f"not kept {a.get('target')} {a.get('precision')}: {a['refused']}" for a in card.get("artifacts") or []
-              if a.get("refused")]
-    notes_html = "".join(f"<li>{esc(n)}</li>" for n in notes)
-    stages = "".join(f"<tr><td>{esc(s['stage'])}</td><td>{esc(str(s.get('key')))}</td>"
-                     f"<td>{_cell(s.get('elapsed_s'), '.1f')}</td><td>{esc(str(s.get('finished')))}</td></tr>"
-                     for s in card.get("stages") or [])
-    return f"""<section id="model-card">
-<h1>edgeseg run <code>{esc(str(recipe.get('name')))}</code>: model card</h1>
-<p>{esc(str(recipe.get('description') or ''))}</p>
-<table>{facts_html}</table>
-<h2>Artifacts (verified against the FP32 torch model)</h2>
-<table><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in heads)}</tr></thead><tbody>{''.join(rows)}</tbody></table>
-{rec_html}
-{f'<ul>{notes_html}</ul>' if notes_html else ''}
-<h2>Stages</h2>
-<table><thead><tr><th>stage</th><th>key</th><th>seconds</th><th>completed</th></tr></thead><tbody>{stages}</tbody></table>
-<p>{esc(str(card.get('notes') or ''))}</p>
-<details><summary>Recipe</summary><pre>{esc(json.dumps(recipe.get('sections'), indent=2, default=str))}</pre></details>
-</section>
-"""
-
-
-def write_model_card_report(path: str | Path, card: dict, run: RunResult | None = None) -> tuple[Path, str]:
-    """Write the report of an ``edgeseg run`` atomically: the model card, then the benchmark report of ``run``.
-
-    Without a run, or without matplotlib for its plots, the page has the model card alone. Returns the path
-    and a note saying what was left out (empty when nothing was).
-    """
-    from edgeseg.common.deps import MissingDependencyError
-
-    card_html = render_model_card(card)
-    note = ""
-    if run is not None:
-        try:
-            page = render_html(run)
-            return atomic_write_text(path, page.replace("<body>", f"<body>\n{card_html}<hr>", 1)), note
-        except MissingDependencyError as exc:
-            note = f"the report has no benchmark plots: {str(exc).splitlines()[0]}"
-    esc = html.escape
-    title = esc(str((card.get("recipe") or {}).get("name")))
-    extra = f"<p>{esc(note)}</p>" if note else ""
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>edgeseg run {title}</title>'
-            f"<style>{_CSS}</style></head><body>\n{card_html}{extra}</body></html>\n")
-    return atomic_write_text(path, page), note
 
 
 # ---- steadiness on video clips (edgeseg.benchmarks.temporal, `edgeseg evaluate --video`) ----------------------
@@ -470,7 +377,7 @@ def clip_section(res: dict[str, dict], facts: dict | None = None) -> str:
     """The clip-steadiness section: the figures per stabiliser setting and the flicker/false-region plot."""
     esc = html.escape
     head = "".join(f"<th>{esc(h)}</th>" for _, h, _ in _CLIP_COLUMNS)
-    rows = "".join(f"<tr><td>{esc(n)}</td>" + "".join(f"<td>{_cell(r.get(k), spec)}</td>" for k, _, spec in
+    rows = "".join(f"<tr><td>{esc(n)}</td>" + "".join(f"<td>{fmt_cell(r.get(k), spec)}</td>" for k, _, spec in
                                                     _CLIP_COLUMNS) + "</tr>" for n, r in res.items())
     first = next(iter(res.values()), {})
     truth = (f"<p>The truth's own steadiness: frame-to-frame IoU {first['truth_f2f_iou']:.3f}, "
@@ -486,6 +393,6 @@ def clip_section(res: dict[str, dict], facts: dict | None = None) -> str:
 def write_clip_report(res: dict[str, dict], path: str | Path, facts: dict | None = None) -> Path:
     """A self-contained HTML page with :func:`clip_section`, written atomically."""
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>edgeseg clips</title>'
-            f"<style>{_CSS}</style></head><body><h1>edgeseg: steadiness on video clips</h1>"
+            f"<style>{CSS}</style></head><body><h1>edgeseg: steadiness on video clips</h1>"
             f"{clip_section(res, facts)}</body></html>\n")
     return atomic_write_text(path, page)

@@ -112,14 +112,22 @@ def drop_of(
     return 1.0 - fig["mask_agreement"], fig["mask_agreement"]
 
 
+@dataclass
+class HeldBack:
+    """What a trial is judged on: the held-back images, their FP32 logits, their masks (None: agreement
+    with the FP32 masks instead of Dice) and the post-processing (threshold) that makes masks of logits."""
+
+    images: np.ndarray
+    reference: np.ndarray
+    labels: np.ndarray | None
+    post: Any
+
+
 def fit(
     make: Callable[[Sequence[str]], Any],
     run: Callable[[Any, np.ndarray], np.ndarray],
     rank: Callable[[Any], list[str]],
-    images: np.ndarray,
-    reference: np.ndarray,
-    labels: np.ndarray | None,
-    post: Any,
+    held: HeldBack,
     max_drop: float,
     *,
     max_trials: int = MAX_TRIALS,
@@ -132,8 +140,7 @@ def fit(
         make: builds the int8 artifact with the given layers kept in float; returns its handle (a path).
         run: logits (channels-first) of an artifact on images.
         rank: the layers of an all-int8 artifact, most damaging first.
-        images, reference, labels: the held-back images, their FP32 logits and masks (or None).
-        post: the post-processing (threshold) that makes masks of logits.
+        held: the held-back images, their FP32 logits and masks, and the post-processing.
         max_drop: the budget.
         max_trials: conversions allowed after the first.
         first: the all-int8 artifact when the caller already built it (else the first trial builds it).
@@ -145,6 +152,7 @@ def fit(
         BudgetNotMetError: no trial met the budget (the record is on the error).
     """
     say = log or (lambda _m: None)
+    images, reference, labels, post = held.images, held.reference, held.labels, held.post
     n = int(images.shape[0])
     half = max(1, n // 2)
     search, confirm = slice(0, half), slice(half, n)

@@ -190,7 +190,7 @@ MIN_BUDGET_IMAGES = 16  # per part (search, confirmation) of the held-back image
 
 
 def fit_budget(ctx: Context, make: Callable[[Sequence[str]], Any], cfg: ConvertConfig) -> tuple[Any, Any]:
-    from edgeseg.converters.budget import fit
+    from edgeseg.converters.budget import HeldBack, fit
     from edgeseg.converters.layerwise import explain
 
     from edgeseg import runtimes
@@ -210,6 +210,6 @@ def fit_budget(ctx: Context, make: Callable[[Sequence[str]], Any], cfg: ConvertC
 
     first = make(())  # built here: its manifest gives the reference's pre- and post-processing
     reference = ctx.reference_logits(first[1])
-    return fit(make, run, rank, held.images, reference, held.labels, first[1].postprocessing,
-               cfg.max_dice_drop, log=ctx.say, first=first)
+    judged = HeldBack(held.images, reference, held.labels, first[1].postprocessing)
+    return fit(make, run, rank, judged, cfg.max_dice_drop, log=ctx.say, first=first)
 

@@ -97,7 +97,7 @@ def _environment(run: Any) -> str:
 
 
 def run_report(ctx: Context) -> Outputs:
-    from edgeseg.benchmarks.html_report import write_model_card_report
+    from edgeseg.benchmarks.card_report import write_model_card_report
     from edgeseg.common.io import atomic_write_json
 
     run = _bench_run(ctx)

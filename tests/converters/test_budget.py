@@ -50,14 +50,14 @@ def _logits(n=8, size=16):
 
 
 def test_the_search_finds_the_damaged_layers_bisects_and_confirms():
-    from edgeseg.converters.budget import fit
+    from edgeseg.converters.budget import HeldBack, fit
     from edgeseg.runtimes.manifest import Postprocessing
 
     ref = _logits()
     labels = (ref[:, 0] > 0).astype(np.uint8)
     ranking = ["a", "b", "c", "bad", "d", "e", "f", "g"]
     be = _Backend({"bad": 3})
-    handle, result = fit(be.make, be.run, lambda h: ranking, ref, ref, labels, Postprocessing(), 0.01)
+    handle, result = fit(be.make, be.run, lambda h: ranking, HeldBack(ref, ref, labels, Postprocessing()), 0.01)
     assert "bad" in handle and result.met and result.confirmed
     chosen = result.trials[result.chosen]
     assert chosen.keep_float == ranking[:4] and chosen.drop <= 0.01  # 1, 2 miss; 4 meets; bisect 3 misses
@@ -69,26 +69,26 @@ def test_the_search_finds_the_damaged_layers_bisects_and_confirms():
 
 
 def test_the_search_refuses_and_names_what_it_tried():
-    from edgeseg.converters.budget import BudgetNotMetError, fit
+    from edgeseg.converters.budget import BudgetNotMetError, HeldBack, fit
     from edgeseg.runtimes.manifest import Postprocessing
 
     ref = _logits()
     labels = (ref[:, 0] > 0).astype(np.uint8)
     be = _Backend({"hidden": 4})  # the damage is in a layer the ranking never offers
     with pytest.raises(BudgetNotMetError, match=r"misses the accuracy budget.*4 trials.*tried in float: a, b, c") as exc:
-        fit(be.make, be.run, lambda h: ["a", "b", "c"], ref, ref, labels, Postprocessing(), 0.01)
+        fit(be.make, be.run, lambda h: ["a", "b", "c"], HeldBack(ref, ref, labels, Postprocessing()), 0.01)
     assert not exc.value.result.met
     assert [len(t.keep_float) for t in exc.value.result.trials] == [0, 1, 2, 3]
 
 
 def test_an_artifact_within_budget_needs_one_conversion():
-    from edgeseg.converters.budget import fit
+    from edgeseg.converters.budget import HeldBack, fit
     from edgeseg.runtimes.manifest import Postprocessing
 
     ref = _logits()
     be = _Backend({})
-    _, result = fit(be.make, be.run, lambda h: pytest.fail("no ranking needed"), ref, ref, None, Postprocessing(),
-                    0.01)
+    _, result = fit(be.make, be.run, lambda h: pytest.fail("no ranking needed"),
+                    HeldBack(ref, ref, None, Postprocessing()), 0.01)
     assert result.met and result.metric == "agreement" and len(be.made) == 1 and be.made == [[]]
 
 
