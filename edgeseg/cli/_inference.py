@@ -17,7 +17,7 @@ from edgeseg.common.sliding import sliding_window, window_of
 from edgeseg.common.tta import TTASpec, parse_tta, tta_predict
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-DEFAULT_OVERLAP = 0.25  # what training validates with (TrainConfig.sw_overlap)
+DEFAULT_OVERLAP = 0.25  # what training validates with (TrainConfig.volume.sw_overlap)
 
 
 def carried_tta(manifest: Any) -> dict[str, Any] | None:

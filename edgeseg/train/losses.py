@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("bce-iou", "wbce-wiou", "ce-dice", "dice-ce")
+from edgeseg.train.config import LOSSES  # the names, declared with the --loss option
 
 
 def bce_iou_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

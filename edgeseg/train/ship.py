@@ -19,16 +19,16 @@ from typing import Any
 
 from edgeseg.common.io import atomic_write_json, sha256_file
 from edgeseg.train.checkpoint import shrink_for_shipping
-from edgeseg.train.config import card_keys
+from edgeseg.train.config import RUN_RECORD_KEYS, card_keys
 from edgeseg.weights import _HERE as WEIGHTS_DIR
 from edgeseg.weights import read_checkpoint
 
-# recipe keys a card quotes: these, the declared training options (edgeseg.train.config.option) and what the
-# run really did with them (amp_dtype)
-_RECIPE_KEYS = ("epochs", "img_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "min_lr_ratio",
-                "loss", "optimizer", "schedule", "scales", "augment", "multiscale", "channels_last", "threads",
-                "seed", "world_size", "attention_regularizer", "ema", "zoom", "color_jitter", *card_keys(),
-                "amp_dtype")
+
+def card_recipe_keys() -> tuple[str, ...]:
+    """The recipe keys a card quotes: the declared training options marked for the card
+    (:func:`edgeseg.train.config.option`), then what the run really did with them (``RUN_RECORD_KEYS``:
+    optimizer, schedule, scales, amp_dtype, ...)."""
+    return (*card_keys(), *RUN_RECORD_KEYS)
 
 
 def _stages(ckpt: dict[str, Any]) -> list[dict[str, Any]]:
@@ -77,7 +77,7 @@ def ship(checkpoint: str | Path, eval_summary: dict[str, Any], data_name: str, d
         "train_split": recipe.get("train_data"),
         "val_split": recipe.get("val_data"),
         "model_kwargs": ckpt.get("model_kwargs") or {},  # the builder options resolve() rebuilds it with
-        "recipe": {k: recipe.get(k) for k in _RECIPE_KEYS if k in recipe},
+        "recipe": {k: recipe.get(k) for k in card_recipe_keys() if k in recipe},
         "epochs_trained": sum(st["epochs_trained"] or 0 for st in stages),
         "train_time_s": round(sum(st["train_time_s"] or 0 for st in stages), 1),
         "stages": stages,

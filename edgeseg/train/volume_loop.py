@@ -1,7 +1,9 @@
 """Patch-based training of 3D models (``edgeseg train --model ultralightunet3d-s --data MSD_FOLDER``).
 
-The recipe is the 2D one (AdamW, warm-up + cosine, ``--clip``, ``--amp``, ``--skip-attention``,
-best-by-val-Dice checkpoint, exact ``--resume``, DDP under torchrun) with volume data:
+The 3D front end of the training engine: the run is :class:`edgeseg.train.engine.Trainer`'s, as for 2D (AdamW,
+warm-up + cosine, ``--clip``, ``--amp``, ``--skip-attention``, best-by-val-Dice checkpoint, exact ``--resume``,
+DDP under torchrun); this module supplies volume data and a sliding-window validator. The options only 3D
+reads are :class:`edgeseg.train.config.VolumeOptions` (``cfg.volume``):
 
 - ``--data`` is a Medical Segmentation Decathlon folder (``dataset.json``, ``imagesTr/``, ``labelsTr/``;
   a deterministic 20% hold-out validates unless ``--val`` names another MSD folder) or ``synthetic[:N]``
@@ -25,21 +27,10 @@ import numpy as np
 import torch
 
 from edgeseg.data.sources import DataSpec, _is_synthetic, _synthetic_n
+from edgeseg.train.config import TrainConfig
+from edgeseg.train.engine import TrainData, Trainer, TrainResult, model_options, steps_per_epoch
 from edgeseg.train.evaluate import case_metrics, summarise
-from edgeseg.train.loop import (
-    TrainConfig,
-    TrainResult,
-    _end_epoch,
-    _epoch_seed,
-    _finish,
-    _log,
-    _prepare,
-    _progress,
-    _recipe,
-    _start_process,
-    _step,
-    model_options,
-)
+from edgeseg.train.process import epoch_seed, log, start_processes
 
 SYNTHETIC_TRAIN_VOLUMES = 16
 SYNTHETIC_VAL_VOLUMES = 4
@@ -120,30 +111,41 @@ def open_volumes(data: str, val: str | None, patch: int, seed: int,
     return train, val_cases, vids, tspec, vspec, n_classes
 
 
-def _patch_batches(cases, cfg: TrainConfig, epoch: int, rank: int, world: int, steps: int):
-    """``steps`` batches of (patches (N, C, p, p, p) float32, labels (N, p, p, p) int64) for one epoch."""
-    from edgeseg.data.volumes import sample_patches
+class PatchBatches:
+    """An epoch's batches of random patches from volumes held in memory: ``(patches (N, C, p, p, p) float32,
+    labels (N, p, p, p) int64)``, a ``fg_ratio`` share centred on foreground, flipped on random axes.
 
-    g = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
-    order = torch.randperm(len(cases), generator=g)[rank::world].tolist()
-    rng = np.random.default_rng(_epoch_seed(cfg.seed, epoch, rank + 1))
-    patches = []
-    for i in order:
-        image, label = cases[i]
-        patches += sample_patches(image, label, (cfg.img_size,) * 3, cfg.patches_per_case, cfg.fg_ratio, rng)
-    perm = rng.permutation(len(patches))
-    bs = cfg.batch_size
-    for s in range(min(steps, len(patches) // bs)):
-        chunk = [patches[j] for j in perm[s * bs:(s + 1) * bs]]
-        xs, ys = [], []
-        for img, lab in chunk:
-            if cfg.augment:
-                for axis in range(3):
-                    if rng.random() < 0.5:
-                        img, lab = np.flip(img, axis + 1), np.flip(lab, axis)
-            xs.append(np.ascontiguousarray(img, dtype=np.float32))
-            ys.append(np.ascontiguousarray(lab, dtype=np.int64))
-        yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+    ``batches(epoch)`` draws this process's share (``rank`` of ``world``), at most ``steps`` batches; the
+    draw is a pure function of (seed, epoch, rank).
+    """
+
+    def __init__(self, cases, cfg: TrainConfig, rank: int, world: int, steps: int):
+        self.cases, self.cfg, self.rank, self.world, self.steps = cases, cfg, rank, world, steps
+
+    def __call__(self, epoch: int):
+        from edgeseg.data.volumes import sample_patches
+
+        cfg, vol, cases = self.cfg, self.cfg.volume, self.cases
+        g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+        order = torch.randperm(len(cases), generator=g)[self.rank::self.world].tolist()
+        rng = np.random.default_rng(epoch_seed(cfg.seed, epoch, self.rank + 1))
+        patches = []
+        for i in order:
+            image, label = cases[i]
+            patches += sample_patches(image, label, (cfg.img_size,) * 3, vol.patches_per_case, vol.fg_ratio, rng)
+        perm = rng.permutation(len(patches))
+        bs = cfg.batch_size
+        for s in range(min(self.steps, len(patches) // bs)):
+            chunk = [patches[j] for j in perm[s * bs:(s + 1) * bs]]
+            xs, ys = [], []
+            for img, lab in chunk:
+                if cfg.augment:
+                    for axis in range(3):
+                        if rng.random() < 0.5:
+                            img, lab = np.flip(img, axis + 1), np.flip(lab, axis)
+                xs.append(np.ascontiguousarray(img, dtype=np.float32))
+                ys.append(np.ascontiguousarray(lab, dtype=np.int64))
+            yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
 def evaluate_volumes(model, cases, ids, patch: int | tuple[int, ...], num_classes: int,
@@ -181,15 +183,16 @@ def evaluate_volumes(model, cases, ids, patch: int | tuple[int, ...], num_classe
     return summarise(ids, per_case)
 
 
-def train_volumes(cfg: TrainConfig, mcfg, on_epoch: Callable[[dict[str, Any]], None] | None = None
-                  ) -> TrainResult:
-    """Train a 3D model on volume patches (see the module docstring); called by :func:`edgeseg.train.train`."""
-    proc = _start_process(cfg)
-    world, rank = proc[0], proc[1]
-    main_proc = rank == 0
+def train_volumes(cfg: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train a 3D model on volume patches (see the module docstring); called by :func:`edgeseg.train.train`,
+    which checks ``cfg`` first."""
+    from edgeseg.models import get_model_cfg
+
+    mcfg, vol = get_model_cfg(cfg.model), cfg.volume
+    proc = start_processes(cfg)
     t0 = time.perf_counter()
     train_cases, val_cases, vids, tspec, vspec, n_classes = open_volumes(
-        cfg.data, cfg.val, cfg.img_size, cfg.seed, cfg.intensity_clip)
+        cfg.data, cfg.val, cfg.img_size, cfg.seed, vol.intensity_clip)
     if cfg.num_classes == 1 and n_classes > 2:
         raise ValueError(f"{tspec.source} has {n_classes - 1} foreground labels; train with "
                          f"--num-classes {n_classes}")
@@ -197,48 +200,28 @@ def train_volumes(cfg: TrainConfig, mcfg, on_epoch: Callable[[dict[str, Any]], N
         raise ValueError(f"{tspec.source} has {n_classes} classes (background included); use --num-classes "
                          f"{n_classes}" + (" or 1 (binary)" if n_classes == 2 else ""))
     channels = train_cases[0][0].shape[0]
-    if channels != mcfg.in_channels and main_proc:
-        _log(f"{cfg.model}: {channels} input channel(s) in the data (the model's default is {mcfg.in_channels})")
-    if main_proc:
-        _log(f"data: {len(train_cases)} train volumes ({tspec.source}, split {tspec.split}), {len(val_cases)} "
-             f"val ({vspec.source}, split {vspec.split}), loaded in {time.perf_counter() - t0:.1f} s")
+    if channels != mcfg.in_channels and proc.main:
+        log(f"{cfg.model}: {channels} input channel(s) in the data (the model's default is {mcfg.in_channels})")
+    if proc.main:
+        log(f"data: {len(train_cases)} train volumes ({tspec.source}, split {tspec.split}), {len(val_cases)} "
+            f"val ({vspec.source}, split {vspec.split}), loaded in {time.perf_counter() - t0:.1f} s")
     model_kwargs: dict[str, Any] = {"num_classes": cfg.num_classes, "in_channels": channels, **model_options(cfg)}
     if "img_size" in mcfg.options:  # ViT encoders are built for one patch size
         model_kwargs["img_size"] = cfg.img_size
-    n_items = len(train_cases) * cfg.patches_per_case
-    if n_items < cfg.batch_size * world:
-        raise ValueError(f"{tspec.source}: {len(train_cases)} volumes x {cfg.patches_per_case} patches is fewer "
-                         f"than one batch ({cfg.batch_size} x {world} processes); raise --patches-per-case or "
-                         "lower --batch-size")
-    run = _prepare(cfg, mcfg, model_kwargs, n_items, proc, channels_last=False)
-    preprocessing = volume_preprocessing(cfg.img_size, cfg.intensity_clip)
-    recipe = _recipe(run, tspec, vspec, patch_size=[cfg.img_size] * 3, multiscale=False, channels_last=False,
-                     workers=0)
+    n_items = len(train_cases) * vol.patches_per_case
+    if n_items < cfg.batch_size * proc.world:
+        raise ValueError(f"{tspec.source}: {len(train_cases)} volumes x {vol.patches_per_case} patches is fewer "
+                         f"than one batch ({cfg.batch_size} x {proc.world} processes); raise --patches-per-case "
+                         "or lower --batch-size")
+    steps = steps_per_epoch(n_items, cfg, proc.world)
+    data = TrainData(PatchBatches(train_cases, cfg, proc.rank, proc.world, steps), n_items, tspec, vspec,
+                     volume_preprocessing(cfg.img_size, vol.intensity_clip),
+                     recipe={"patch_size": [cfg.img_size] * 3, "multiscale": False, "channels_last": False,
+                             "workers": 0}, unit="patch")
 
-    for epoch in range(run.start_epoch, cfg.epochs):
-        run.model.train()
-        t_ep = time.perf_counter()
-        bar = _progress(run.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and main_proc)
-        loss_sum, seen = 0.0, 0
-        for x, y in _patch_batches(train_cases, cfg, epoch, rank, world, run.steps_per_epoch):
-            x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-            loss_sum += _step(run, x, y, epoch) * x.shape[0]
-            seen += x.shape[0]
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
-        if bar is not None:
-            bar.close()
-        train_s = time.perf_counter() - t_ep
-        row: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / max(1, seen),
-                               "lr": run.sched.get_last_lr()[0], "train_s": round(train_s, 2),
-                               "images_per_s": round(seen * world / train_s, 2), "unit": "patch"}
-        if main_proc:
-            t_val = time.perf_counter()
-            res = evaluate_volumes(run.eval_model, val_cases, vids, cfg.img_size, cfg.num_classes, run.device,
-                                   cfg.sw_overlap, max(1, cfg.batch_size))
-            row["val_s"] = round(time.perf_counter() - t_val, 2)
-            _end_epoch(run, epoch, row, res, t_ep, len(val_cases), preprocessing, recipe, on_epoch)
-        if run.distributed:
-            torch.distributed.barrier()
-    return _finish(run)
+    def validate(model: torch.nn.Module):
+        return evaluate_volumes(model, val_cases, vids, cfg.img_size, cfg.num_classes, proc.device,
+                                vol.sw_overlap, max(1, cfg.batch_size))
+
+    trainer = Trainer(cfg, data, validate if proc.main else None, model_kwargs=model_kwargs, proc=proc)
+    return trainer.fit(on_epoch)

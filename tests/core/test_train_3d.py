@@ -14,6 +14,7 @@ pytest.importorskip("nibabel")
 
 from edgeseg.cli import main as cli  # noqa: E402
 from edgeseg.data.volumes import MSDVolumes, synthetic_volume, write_synthetic_msd  # noqa: E402
+from edgeseg.train.config import VolumeOptions  # noqa: E402
 from edgeseg.train.loop import TrainConfig, train  # noqa: E402
 from edgeseg.weights import read_checkpoint  # noqa: E402
 
@@ -21,7 +22,7 @@ from edgeseg.weights import read_checkpoint  # noqa: E402
 def _cfg(tmp_path, **kw) -> TrainConfig:
     base = dict(model="ultralightunet3d-t", data="synthetic:4", epochs=2, img_size=32, batch_size=2, lr=5e-3,
                 out=str(tmp_path / "run"), threads=1, progress=False, max_steps_per_epoch=2,
-                intensity_clip=(-100.0, 240.0))
+                volume=VolumeOptions(intensity_clip=(-100.0, 240.0)))
     base.update(kw)
     return TrainConfig(**base)
 

@@ -4,6 +4,7 @@ declaration every such option comes from."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 
@@ -118,17 +119,86 @@ def test_amp_modes_pick_the_device_dtype(tmp_path, capsys):
     assert a != b and abs(a - b) < 0.05 * a, (a, b)
 
 
+def _train_parser():
+    parser = build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+
+
 def test_each_declared_option_is_a_flag_a_recipe_entry_and_a_card_entry(tmp_path):
-    declared = [f for f in dataclasses.fields(TrainConfig) if "option" in f.metadata]
+    from edgeseg.train.config import RUN_RECORD_KEYS, config_from_args, declared_options, flag_of
+    from edgeseg.train.ship import ship
+
+    declared = [f for f, _ in declared_options()]
+    # since session 7 every TrainConfig field (and every VolumeOptions field) is declared
     assert {f.name for f in declared} >= {"skip_attention", "clip", "amp"}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} - {"volume"} <= {f.name for f in declared}
     values = {"skip_attention": "ag", "clip": "0.25", "amp": "off"}
     argv = ["train", "--model", "ultralightunet-t"]
-    for f in declared:
-        argv += ["--" + f.name.replace("_", "-"), values[f.name]]
+    for name, value in values.items():
+        argv += ["--" + name.replace("_", "-"), value]
     got = declared_values(build_parser().parse_args(argv))
-    assert got == {"skip_attention": "ag", "clip": 0.25, "amp": "off"}
-    defaults = declared_values(build_parser().parse_args(["train", "--model", "ultralightunet-t"]))
-    assert defaults == {f.name: f.default for f in declared}  # the CLI's defaults are the API's
-    assert set(card_keys()) == {f.name for f in declared}
+    assert {k: got[k] for k in values} == {"skip_attention": "ag", "clip": 0.25, "amp": "off"}
+    # every declared option is a flag of `edgeseg train`, and the CLI's defaults are the API's
+    flags = {s for action in _train_parser()._actions for s in action.option_strings}
+    assert {flag_of(f) for f in declared} <= flags, sorted({flag_of(f) for f in declared} - flags)
+    defaults = config_from_args(build_parser().parse_args(["train", "--model", "ultralightunet-t"]))
+    assert defaults == TrainConfig("ultralightunet-t")
+    assert declared_values(build_parser().parse_args(["train", "--model", "ultralightunet-t"]))["clip"] == 0.5
+    # every option is in the checkpoint's recipe, and the card quotes the ones marked for it
+    res = train(_tiny(tmp_path))
+    recipe = read_checkpoint(res.best_path)["recipe"]
+    assert {f.name for f in declared} - {"resume"} <= set(recipe)
+    summary = {"model": "ultralightunet-t", "dice": 0.5, "iou": 0.4, "recall": 0.5, "precision": 0.5,
+               "hd95": 3.0, "n": 4}
+    _, card_path = ship(res.best_path, summary, "synthetic", dest_dir=tmp_path / "ship")
+    card = json.loads(card_path.read_text())
+    assert set(card["recipe"]) == set(card_keys()) | set(RUN_RECORD_KEYS)
+    assert set(card_keys()) >= {"skip_attention", "clip", "amp", "lr", "epochs", "img_size"}
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--model", "m", "--clip", "-1"])
+
+
+def test_a_new_option_is_one_declaration(tmp_path, monkeypatch, capsys):
+    """Adding a training option is one option(...) field: the flag, the config, the checkpoint's recipe, the
+    model card and the `edgeseg run` recipes follow from it, with no other edit."""
+    import edgeseg.train.config as config
+    import edgeseg.train.loop as loop
+    from edgeseg.train.ship import ship
+    from edgeseg.workflow.recipe import load_recipe
+
+    @dataclasses.dataclass
+    class WithNewOption(config.TrainConfig):
+        label_smoothing: float = config.option(0.0, "a new option, declared once", card=True)
+
+    monkeypatch.setattr(config, "TrainConfig", WithNewOption)
+    monkeypatch.setattr(loop, "TrainConfig", WithNewOption)
+    flags = {s for action in _train_parser()._actions for s in action.option_strings}
+    assert "--label-smoothing" in flags
+    assert _train_cli(tmp_path, "--label-smoothing", "0.1") == 0
+    best = tmp_path / "run" / "best.pt"
+    assert read_checkpoint(best)["recipe"]["label_smoothing"] == 0.1
+    summary = {"model": "ultralightunet-t", "dice": 0.5, "iou": 0.4, "recall": 0.5, "precision": 0.5,
+               "hd95": 3.0, "n": 4}
+    _, card_path = ship(best, summary, "synthetic", dest_dir=tmp_path / "ship")
+    assert json.loads(card_path.read_text())["recipe"]["label_smoothing"] == 0.1
+    assert load_recipe("synthetic", {"train.label_smoothing": 0.2}).train["label_smoothing"] == 0.2
+
+
+def test_volume_options_are_their_own_sub_config(tmp_path):
+    from edgeseg.train.config import VolumeOptions
+
+    cfg = TrainConfig("ultralightunet3d-t", volume={"intensity_clip": [-100, 240], "fg_ratio": 0.25})
+    assert cfg.volume == VolumeOptions(fg_ratio=0.25, intensity_clip=(-100.0, 240.0))
+    assert cfg.img_size == 96 and cfg.out == "runs/ultralightunet3d-t"  # the model's input size
+    rec = cfg.record()  # the checkpoint's recipe stays flat, as before the sub-config
+    assert rec["intensity_clip"] == (-100.0, 240.0) and rec["patches_per_case"] == 4 and "volume" not in rec
+    with pytest.raises(ValueError, match="unknown volume option 'fg_ration' \\(did you mean 'fg_ratio'\\?\\)"):
+        TrainConfig("ultralightunet3d-t", volume={"fg_ration": 0.2})
+    with pytest.raises(ValueError, match="--sw-overlap must be in \\[0, 1\\)"):
+        TrainConfig("ultralightunet3d-t", volume=VolumeOptions(sw_overlap=1.0)).check()
+    args = build_parser().parse_args(["train", "--model", "ultralightunet3d-t", "--fg-ratio", "0.75",
+                                      "--intensity-clip=-100,240"])
+    assert declared_values(args)["volume"] == VolumeOptions(fg_ratio=0.75, intensity_clip=(-100.0, 240.0))
+    # the 2D options stay on TrainConfig; mask_mode follows the classes unless given
+    assert TrainConfig("ultralightunet-t", num_classes=3).mask_mode == "labels"
+    assert TrainConfig("ultralightunet-t").mask_mode == "binary"
