@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.common.args import add_data_argument
+
 
 def measure(artifacts: list[Path], data: str, n: int) -> list[dict]:
     from edgeseg.converters.calibration import load_images
@@ -57,7 +59,7 @@ def measure(artifacts: list[Path], data: str, n: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m edgeseg.benchmarks.int8_isa", description=__doc__.split("\n")[0])
     p.add_argument("--artifacts", required=True, help="folder of converted artifacts (every file with a manifest)")
-    p.add_argument("--data", default="synthetic", help="labelled image folder (its val split) or synthetic")
+    add_data_argument(p, what="labelled image (its val split)")
     p.add_argument("--n", type=int, default=32, help="held-back images (default 32)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)

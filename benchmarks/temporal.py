@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.common.args import add_data_argument, add_model_arguments, add_runtime_arguments
+
 SETTINGS: dict[str, dict[str, Any]] = {
     "raw": {"ema": 1.0, "on": 0.5, "off": 0.5, "min_area": 0.0, "show_after": 1, "keep_for": 0},
     "min-area": {"ema": 1.0, "on": 0.5, "off": 0.5, "min_area": 0.005, "show_after": 1, "keep_for": 0},
@@ -396,9 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m edgeseg.benchmarks.temporal", description=__doc__.split("\n")[0],
                                 epilog="\n".join(__doc__.split("Examples:")[1:]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--artifact", default="ultralightunet-s",
-                   help="artifact path, or a model name with a shipped artifact (default ultralightunet-s)")
-    p.add_argument("--data", default="synthetic", help="labelled image folder (its val split) or synthetic")
+    add_model_arguments(p, options=("artifact",), defaults={"artifact": "ultralightunet-s"}, title=None, helps={
+        "artifact": "artifact path, or a model name with a shipped artifact (default ultralightunet-s)"})
+    add_data_argument(p, what="labelled image (its val split)")
     p.add_argument("--clip-dir", nargs="+", metavar="DIR", help="score clip folders on disk instead of --data")
     p.add_argument("--clips", type=int, default=8)
     p.add_argument("--frames", type=int, default=120, help="frames per clip segment (default 120)")
@@ -406,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kind", default="pan-on", choices=KINDS,
                    help="pan-on: the polyp comes into view and leaves (default); camera: in view throughout")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    add_runtime_arguments(p, options=("threads",), threads_default="2", title=None)
     p.add_argument("--write", metavar="DIR", help="write the clips to DIR/clip-NN (frames, masks, clip.json); no scoring")
     p.add_argument("--overwrite", action="store_true", help="with --write: replace clips already there")
     p.add_argument("--html", metavar="OUT.html", help="also write the figures as a self-contained HTML report")
@@ -421,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {len(paths)} clips: {', '.join(str(x) for x in paths)}")
             return 0
         if args.clip_dir:
-            res = measure_folders(args.artifact, args.clip_dir, threads=args.threads)
+            res = measure_folders(args.artifact, args.clip_dir, threads=args.threads or 2)
             what = f"{len(clip_folders(args.clip_dir))} clip folders ({', '.join(args.clip_dir)})"
         else:
             res = measure(args.artifact, args.data, args.clips, args.frames, args.seed, kind=args.kind,
@@ -433,11 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.html:
         from edgeseg.benchmarks.html_report import write_clip_report
 
-        write_clip_report(res, args.html, {"clips": what, "artifact": str(args.artifact), "threads": args.threads})
+        write_clip_report(res, args.html, {"clips": what, "artifact": str(args.artifact), "threads": args.threads or 2})
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
-    print(f"{what}, {args.artifact}, {args.threads} threads")
+    print(f"{what}, {args.artifact}, {args.threads or 2} threads")
     print(table(res))
     if all(k in res for k in OFF_ON):
         print("default vs raw: " + off_vs_on_line(off_vs_on(res)))

@@ -49,3 +49,21 @@ def test_modules_are_short_and_take_options_as_objects():
                     too_many.append(f"{rel}: {name} takes {n} parameters")
     assert not too_long, too_long
     assert not too_many, too_many
+
+
+def test_each_shared_cli_option_is_declared_once():
+    """--model/--weights/--artifact, --runtime/--device/--threads and --data are declared in
+    edgeseg/common/args.py only (with their checks); commands pick the ones they take."""
+    import re
+
+    shared = ("model", "weights", "artifact", "runtime", "device", "threads", "data")
+    pattern = re.compile(r"""add_argument\(\s*["']--(%s)["']""" % "|".join(shared))
+    found = []
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            if path.relative_to(REPO).as_posix() == "edgeseg/common/args.py":
+                continue
+            found += [f"{path.relative_to(REPO)}: --{m.group(1)}" for m in pattern.finditer(path.read_text())]
+    assert not found, found
+    text = (REPO / "edgeseg" / "common" / "args.py").read_text()
+    assert all(f'"--{name}"' in text or "f\"--{name}\"" in text for name in ("runtime", "device", "threads", "data"))

@@ -35,33 +35,26 @@ import json
 import sys
 from collections.abc import Sequence
 
-from edgeseg.common.args import positive_int
+from edgeseg.common.args import add_model_arguments, add_runtime_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--artifact", default=None, help="converted model file (.onnx, .xml, .tflite; manifest beside)"
-    )
-    p.add_argument(
-        "--model",
-        default=None,
-        help="registered model name: runs through the torch runtime, or checks the --artifact's model",
-    )
+    add_model_arguments(p, options=("artifact", "model"), title=None, helps={
+        "model": "registered model name: the fastest verified artifact for this machine (with --runtime torch: "
+                 "the torch model); with --artifact, checks that it is that model"})
     p.add_argument(
         "--source",
         default="synthetic",
         help="camera index (0), device path (/dev/video0), video file, folder of frames (a clip written by "
         "edgeseg.benchmarks.temporal --write, or any folder of images), or 'synthetic' (default)",
     )
-    p.add_argument("--runtime", default=None, help="backend (default: from the artifact's manifest)")
     p.add_argument("--no-hash-check", action="store_true",
                    help="run an artifact whose files differ from its manifest's sha256 (edited on purpose)")
     p.add_argument("--preprocessing", metavar="JSON_OR_FILE",
                    help="pre-processing of an artifact without a manifest (refused otherwise), as a JSON object "
                         "or file: '{\"size\": [256, 256], \"mean\": [0.485, 0.456, 0.406], \"std\": [0.229, "
                         "0.224, 0.225]}' (optional: resize, color); another artifact's manifest works too")
-    p.add_argument("--device", default="cpu", help="backend device (default: cpu)")
-    p.add_argument("--threads", type=positive_int, default=None, help="inference threads (default: the backend's)")
+    add_runtime_arguments(p, title=None)
     p.add_argument(
         "--threshold", type=float, default=None, help="mask probability threshold (default: manifest's)"
     )

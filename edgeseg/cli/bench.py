@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from edgeseg.cli._format import add_format_argument, print_json, table, wants_json
-from edgeseg.common.args import positive_int
+from edgeseg.common.args import add_data_argument, add_model_arguments, add_runtime_arguments, positive_int
 
 ACTIONS = ("run", "history", "compare", "show")
 GATE_EXIT = 3
@@ -33,20 +33,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"one of {', '.join(ACTIONS)} (default: run)")
     p.add_argument("run_ids", nargs="*", metavar="RUN", help="run ids for compare/show")
     g = p.add_argument_group("what to run")
-    g.add_argument("--model", help="registered model name (see `edgeseg models`)")
-    g.add_argument("--weights", help="checkpoint (default: the shipped weights, else a seeded random init)")
+    add_model_arguments(g, options=("model", "weights"), title=None,
+                        helps={"weights": "checkpoint (default: the shipped weights, else a seeded random init)"})
     g.add_argument("--suite", help="a suite name from benchmarks/suites or a YAML path")
     g.add_argument("--targets", help="onnx,openvino,tflite or all (default: all)")
     g.add_argument("--precisions", help="fp32,fp16,int8 or all (default: all)")
     g.add_argument("--devices", help="cpu,gpu,npu or all (default: cpu); missing ones become unavailable rows")
     g.add_argument("--runtimes", help="backends to use (default: each target's own; e.g. openvino also runs onnx)")
-    g.add_argument("--data", help="dataset folder or synthetic / synthetic:N (default: synthetic)")
+    add_data_argument(g, default=None)  # None: the suite's, else synthetic
     g.add_argument("--split", help="benchmark split (default: val); 'all' for every pair")
     g.add_argument("--img-size", type=positive_int, help="square input size (default: the size the weights were trained at, else the model's)")
     g.add_argument("--limit", type=int, help="use only the first N cases")
     g.add_argument("--calibration", type=int, help="int8 calibration images from the train split (default: 32)")
     m = p.add_argument_group("how to measure")
-    m.add_argument("--threads", type=positive_int, help="threads for every runtime (default: 2)")
+    add_runtime_arguments(m, options=("threads",), threads_default="2, for every runtime", title=None)
     m.add_argument("--warmup", type=int, help="untimed inferences after the first (default: 10)")
     m.add_argument("--iters", type=int, help="timed inferences per row (default: 50)")
     m.add_argument("--min-time", type=float, help="time each row for at least S seconds instead of --iters")

@@ -26,15 +26,13 @@ import sys
 from collections.abc import Iterator
 
 from edgeseg.cli._format import add_format_argument, wants_json
-from edgeseg.common.args import positive_int
+from edgeseg.common.args import add_model_arguments, add_runtime_arguments, positive_int
 from edgeseg.converters.calibration import DEFAULT_CALIB_SIZE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="registered model name (see `edgeseg models`)")
-    p.add_argument(
-        "--weights", help="checkpoint (default: the shipped weights, else random weights + warning)"
-    )
+    add_model_arguments(p, options=("model", "weights"), required=("model",), title=None,
+                        helps={"weights": "checkpoint (default: the shipped weights, else random weights + warning)"})
     p.add_argument("--target", required=True, help="onnx, openvino, tflite or all (comma-separated list ok)")
     p.add_argument(
         "--precision", default="fp32",
@@ -94,7 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="file-name stem of the artifacts (default: the model name)")
     p.add_argument("--tta", metavar="MODE", help="carry test-time augmentation in the graph: hflip (2 passes) or "
                    "flips (4); +scales adds 0.75x/1.25x views (see `edgeseg evaluate --tta`)")
-    p.add_argument("--threads", type=positive_int, help="runtime threads for verification")
+    add_runtime_arguments(p, options=("threads",), threads_default="the backend's, for verification", title=None)
     p.add_argument("--tune", action="store_true",
                    help="after conversion, search this machine's fastest runtime settings for each verified "
                         "artifact and record them in its manifest (as `edgeseg tune`; run that on the device)")

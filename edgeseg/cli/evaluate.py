@@ -26,22 +26,17 @@ import time
 from pathlib import Path
 
 from edgeseg.cli._format import add_format_argument, wants_json
-from edgeseg.common.args import positive_int
+from edgeseg.common.args import add_data_argument, add_model_arguments, add_runtime_arguments, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    src = p.add_argument_group("weights")
-    src.add_argument("--weights", default=None, help="checkpoint file (edgeseg checkpoint or state_dict)")
-    src.add_argument("--model", default=None, help="registry name; without --weights its shipped weights are used")
-    src.add_argument("--artifact", default=None, help="a converted model with its manifest, run through `runtimes`")
-    src.add_argument("--runtime", default=None, help="with --artifact: the backend (default: the manifest's)")
-    p.add_argument("--data", default="synthetic", help="dataset folder or synthetic[:N]")
+    add_model_arguments(p, options=("weights", "model", "artifact"), title="weights")
+    add_data_argument(p)
     p.add_argument("--split", default=None,
                    help="split to evaluate (default: val when the data has one, else every pair; 'all' for every pair)")
     p.add_argument("--img-size", type=positive_int, default=None, help="input size (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    add_runtime_arguments(p, torch_device=True, threads_default="torch's, or the artifact's backend's")
     p.add_argument("--out", default=None, help="folder for per_case.csv and summary.json")
     p.add_argument("--shift", default=None, metavar="KIND=FACTOR",
                    help="evaluate on re-lit or re-framed images, a robustness check: brightness, contrast, "

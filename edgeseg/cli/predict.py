@@ -25,23 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.cli._format import add_format_argument, print_json, wants_json
-from edgeseg.common.args import positive_int
+from edgeseg.common.args import add_model_arguments, add_runtime_arguments
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 _FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    src = p.add_argument_group("model (one of)")
-    src.add_argument("--artifact", help="converted model (.onnx, .xml, .tflite) with its manifest beside it")
-    src.add_argument("--weights", help="edgeseg checkpoint (.pt), run with the torch reference runtime")
-    src.add_argument("--model", help="registered model name (shipped weights; with --weights: for a bare "
-                                     "state_dict)")
+    add_model_arguments(p, options=("artifact", "weights", "model"), title="model (one of)",
+                        helps={"weights": "edgeseg checkpoint (.pt), run with the torch reference runtime"})
     p.add_argument("--input", required=True, help="an image, a folder of images, or a video file")
     p.add_argument("--out", required=True, help="output folder (created)")
-    p.add_argument("--runtime", default=None, help="backend (default: from the artifact's manifest)")
-    p.add_argument("--device", default="cpu", help="device of the backend (see `edgeseg devices`)")
-    p.add_argument("--threads", type=positive_int, default=None, help="inference threads (default: the backend's)")
+    add_runtime_arguments(p)
     p.add_argument("--threshold", type=float, default=None, help="mask threshold (default: the manifest's)")
     p.add_argument("--no-hash-check", action="store_true",
                    help="run an artifact whose files differ from its manifest's sha256 (edited on purpose)")

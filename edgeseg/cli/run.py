@@ -23,12 +23,13 @@ import argparse
 import sys
 
 from edgeseg.cli._format import add_format_argument, wants_json
+from edgeseg.common.args import add_data_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe_path", nargs="?", metavar="RECIPE", help="a recipe YAML path or a shipped name")
     p.add_argument("--recipe", help="the same as RECIPE: a shipped recipe's name (synthetic, kvasir-seg) or a path")
-    p.add_argument("--data", help="dataset folder (images/ + masks/) or synthetic[:N]; replaces the recipe's data")
+    add_data_argument(p, default=None, what="dataset (replaces the recipe's data):")
     p.add_argument("--out", help="run folder (default: runs/<recipe name>)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                    help="override a recipe key, repeatable; VALUE is read as YAML (e.g. train.epochs=1, "

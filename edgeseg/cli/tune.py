@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from edgeseg.cli._format import add_format_argument, print_json, table, wants_json
-from edgeseg.common.args import positive_int
+from edgeseg.common.args import add_runtime_arguments, positive_int
 
 
 def _positive_float(text: str) -> float:
@@ -29,8 +29,7 @@ def _positive_float(text: str) -> float:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifacts", nargs="+", help="artifact files (.onnx, .xml, .tflite, .pte) with their manifests")
-    p.add_argument("--runtime", default=None, help="backend to tune (default: each artifact's own)")
-    p.add_argument("--device", default="cpu", help="device (default cpu)")
+    add_runtime_arguments(p, options=("runtime", "device"), title=None)  # threads are what it searches
     p.add_argument("--budget-s", type=_positive_float, default=60.0,
                    help="stop trying further settings after this many seconds per artifact (default 60)")
     p.add_argument("--rounds", type=positive_int, default=15, help="interleaved timing rounds (default 15)")

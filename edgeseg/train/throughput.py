@@ -42,6 +42,7 @@ if __name__ == "__main__":  # what every `edgeseg` command does (edgeseg/cli/__i
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from edgeseg.common.args import add_data_argument, add_model_arguments, add_runtime_arguments
 from edgeseg.train.config import TrainConfig  # noqa: E402
 from edgeseg.train.engine import TrainData, Trainer  # noqa: E402
 from edgeseg.train.loop import ImageBatches  # noqa: E402
@@ -182,11 +183,11 @@ def main(argv: list[str] | None = None) -> None:
     from edgeseg.train.loop import to_memory
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="ultralightunet-s")
-    p.add_argument("--data", default="synthetic:64", help="folder with JPEG images, or synthetic:N")
+    add_model_arguments(p, options=("model",), defaults={"model": "ultralightunet-s"}, title=None)
+    add_data_argument(p, default="synthetic:64")
     p.add_argument("--img-size", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threads", type=int, default=2)
+    add_runtime_arguments(p, options=("threads",), threads_default="2", title=None)
     p.add_argument("--steps", type=int, default=8, help="timed steps per setting and round")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per setting before the first round")
     p.add_argument("--rounds", type=int, default=3, help="turns over the settings")
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--multiscale", action="store_true", help="multi-scale batches as training has them")
     p.add_argument("--profile", type=int, default=0, metavar="STEPS", help="profile the first setting too")
     args = p.parse_args(argv)
+    args.threads = args.threads or 2
     torch.set_num_threads(args.threads)
     train_ds, _, _, _ = open_train_val(args.data, "synthetic:1", args.img_size)
     imgs, masks = to_memory(train_ds, 1)
