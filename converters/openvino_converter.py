@@ -37,18 +37,30 @@ class OpenVINOConverter(Converter):
 
     target = "openvino"
 
-    def _convert(self, model: Any, sample: Any, cfg: ConvertConfig, out_path: Path) -> Artifact:
+    def _float_model(self, model: Any, sample: Any, cfg: ConvertConfig, out_path: Path) -> Any:
+        """The float OpenVINO model of ``model`` (exported through ONNX), converted once per model and export
+        settings and cloned for each use: the precisions of one target and the accuracy budget's trials
+        (which differ only in the layers kept in float) all start from the same graph."""
         import openvino as ov
         from edgeseg.converters.onnx_converter import export_onnx
 
-        net = channels_last_wrapper(model) if cfg.channels_last else model
-        x = to_layout(sample, cfg)
-        src = out_path.with_name(out_path.stem + ".src.onnx")
-        export_onnx(net, x, src, cfg)
-        ov_model = ov.convert_model(str(src))
-        src.unlink(missing_ok=True)
-        ov_model.inputs[0].get_tensor().set_names({"input"})
-        ov_model.outputs[0].get_tensor().set_names({"logits"})
+        key = (tuple(sample.shape), cfg.batch, cfg.exporter, cfg.opset, cfg.channels_last)
+        cached = getattr(self, "_float", None)
+        if cached is None or cached[0] is not model or cached[1] != key:
+            net = channels_last_wrapper(model) if cfg.channels_last else model
+            src = out_path.with_name(out_path.stem + ".src.onnx")
+            export_onnx(net, to_layout(sample, cfg), src, cfg)
+            ov_model = ov.convert_model(str(src))
+            src.unlink(missing_ok=True)
+            ov_model.inputs[0].get_tensor().set_names({"input"})
+            ov_model.outputs[0].get_tensor().set_names({"logits"})
+            self._float = cached = (model, key, ov_model)
+        return cached[2].clone()
+
+    def _convert(self, model: Any, sample: Any, cfg: ConvertConfig, out_path: Path) -> Artifact:
+        import openvino as ov
+
+        ov_model = self._float_model(model, sample, cfg, out_path)
         quant: dict[str, Any] = {}
         compress = False
         if cfg.precision == "fp16":
