@@ -47,7 +47,8 @@ class ExportOptions:
             see :mod:`edgeseg.common.tta`): the model is wrapped before export, verified as wrapped, and the
             manifest records it under ``model_cfg["tta"]``. None: none.
         rewrites: exact deploy-time rewrites applied to a copy of the model before export (see
-            :mod:`edgeseg.converters.rewrites`); None: the target's default set, (): none.
+            :mod:`edgeseg.converters.rewrites`); None: the target's default set, () or "none": none; a
+            comma-separated string is read as a list (``--convert-option openvino.rewrites=fold-shuffle``).
     """
 
     img_size: int | tuple[int, ...] | None = None
@@ -61,6 +62,11 @@ class ExportOptions:
     rewrites: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.rewrites, str):  # "fold-shuffle,split-one-channel-convs" from a flag or a suite; "none"
+            names = tuple(n.strip() for n in self.rewrites.split(",") if n.strip())
+            object.__setattr__(self, "rewrites", () if names in ((), ("none",)) else names)
+        elif self.rewrites is not None:
+            object.__setattr__(self, "rewrites", tuple(self.rewrites))
         if self.tta is not None:
             from edgeseg.common.tta import parse_tta
 

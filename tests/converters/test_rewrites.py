@@ -83,3 +83,14 @@ def test_one_channel_convs_become_depthwise_sums_exactly_and_only_where_they_pay
     assert r.passed and [x["name"] for x in r.manifest.extra["rewrites"]] == ["fold-shuffle", "split-one-channel-convs"]
     convs = [n for n in onnx.load(str(r.artifact.path)).graph.node if n.op_type == "Conv" and "/SA/" in n.name]
     assert convs and all(any(a.name == "group" and a.i == 2 for a in n.attribute) for n in convs)
+
+
+def test_rewrite_sets_given_as_text_are_read_as_lists():
+    from edgeseg.converters import ExportOptions
+
+    assert ExportOptions(rewrites="fold-shuffle").rewrites == ("fold-shuffle",)
+    assert ExportOptions(rewrites="fold-shuffle, split-one-channel-convs").rewrites == (
+        "fold-shuffle", "split-one-channel-convs")
+    assert ExportOptions(rewrites="none").rewrites == () == ExportOptions(rewrites="").rewrites
+    assert ExportOptions(rewrites=["fold-shuffle"]).rewrites == ("fold-shuffle",)
+    assert ExportOptions().rewrites is None
