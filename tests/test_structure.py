@@ -57,7 +57,8 @@ def test_each_shared_cli_option_is_declared_once():
     import re
 
     shared = ("model", "weights", "artifact", "runtime", "device", "threads", "data")
-    pattern = re.compile(r"""add_argument\(\s*["']--(%s)["']""" % "|".join(shared))
+    names = "|".join(shared)
+    pattern = re.compile(rf"""add_argument\(\s*["']--({names})["']""")
     found = []
     for package in PACKAGES:
         for path in sorted((REPO / package).rglob("*.py")):
