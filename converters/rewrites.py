@@ -13,6 +13,9 @@ them off.
 - ``split-one-channel-convs``: a k x k convolution to one output channel (the spatial attention's 7x7 conv
   over [mean, max]) as a depthwise convolution plus a channel sum: the roofline showed OpenVINO's dense kernel
   at 77-277x its floor on one-channel outputs. onnxruntime and OpenVINO only (:data:`TARGET_DEFAULTS`).
+- ``split-grouped-convs``: a grouped convolution with one output per group and a few inputs per group (the
+  grouped attention gates' 3x3 convs, 2 inputs per group) as a depthwise convolution plus a 1x1 convolution
+  that adds each group's channels (weights 1/0 and the bias). Every target.
 """
 
 from __future__ import annotations
@@ -87,15 +90,58 @@ def split_one_channel_convs(net: Any) -> int:
     return done
 
 
+def _depthwise_then_sum(conv: Any) -> Any:
+    """``conv`` (groups g, one output per group) as a depthwise convolution and a 1x1 convolution that sums
+    each group's channels (weights 1 and 0, the original bias)."""
+    import torch
+    from torch import nn
+
+    c, g = conv.in_channels, conv.groups
+    dims = conv.weight.dim() - 2
+    dw = type(conv)(c, c, conv.kernel_size, stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                    groups=c, bias=False, padding_mode=conv.padding_mode)
+    pw = type(conv)(c, g, 1, bias=conv.bias is not None)
+    with torch.no_grad():
+        dw.weight.copy_(conv.weight.reshape(c, 1, *conv.kernel_size))
+        ones = torch.zeros(g, c, *([1] * dims))
+        per = c // g
+        for j in range(g):
+            ones[j, j * per:(j + 1) * per] = 1.0
+        pw.weight.copy_(ones)
+        if conv.bias is not None:
+            pw.bias.copy_(conv.bias)
+    return nn.Sequential(dw, pw)
+
+
+def split_grouped_convs(net: Any) -> int:
+    """Compute every grouped convolution with one output channel per group and a few inputs per group (the
+    grouped attention gates' 3x3 convs: 2 inputs per group) as a depthwise convolution followed by a 1x1
+    convolution that adds each group's channels; returns how many. OpenVINO runs such grouped convs through a
+    generic kernel (TOOLCHAIN.md: 16.5% of its time for a tiny share of the FLOPs)."""
+    from torch import nn
+
+    done = 0
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if (isinstance(child, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and 1 < child.groups < child.in_channels
+                    and child.out_channels == child.groups and child.in_channels // child.groups <= 4):
+                setattr(parent, name, _depthwise_then_sum(child))
+                done += 1
+    return done
+
+
 REWRITES: dict[str, Callable[[Any], int]] = {"fold-shuffle": fold_channel_shuffles,
-                                             "split-one-channel-convs": split_one_channel_convs}
-DEFAULT = ("fold-shuffle",)
+                                             "split-one-channel-convs": split_one_channel_convs,
+                                             "split-grouped-convs": split_grouped_convs}
+DEFAULT = ("fold-shuffle", "split-grouped-convs")
 # per target, what paid in one interleaved timing run each (docs/notes/issue-18.md): splitting the spatial
 # attention's one-channel 7x7 conv paid on onnxruntime (1.03x -s, 1.22x base) and OpenVINO (1.05x, 1.00x) and
-# cost on LiteRT (0.98x, 0.93x) and ExecuTorch (0.95x, 0.94x), whose XNNPACK kernels take the dense conv well
+# cost on LiteRT (0.98x, 0.93x) and ExecuTorch (0.95x, 0.94x), whose XNNPACK kernels take the dense conv well;
+# splitting the gates' grouped convs paid everywhere (-s / base: onnxruntime 1.04x / 1.05x, OpenVINO 1.10x /
+# 1.12x, LiteRT 1.19x / 1.31x, ExecuTorch 1.32x / 1.19x)
 TARGET_DEFAULTS: dict[str, tuple[str, ...]] = {
-    "onnx": ("fold-shuffle", "split-one-channel-convs"),
-    "openvino": ("fold-shuffle", "split-one-channel-convs"),
+    "onnx": ("fold-shuffle", "split-one-channel-convs", "split-grouped-convs"),
+    "openvino": ("fold-shuffle", "split-one-channel-convs", "split-grouped-convs"),
 }
 
 
