@@ -52,11 +52,13 @@ def test_modules_are_short_and_take_options_as_objects():
 
 
 def test_each_shared_cli_option_is_declared_once():
-    """--model/--weights/--artifact, --runtime/--device/--threads and --data are declared in
-    edgeseg/common/args.py only (with their checks); commands pick the ones they take."""
+    """--model/--weights/--artifact, --runtime/--device/--threads, --data and an artifact's --threshold,
+    --no-hash-check and --preprocessing are declared in edgeseg/common/args.py only (with their checks);
+    commands pick the ones they take."""
     import re
 
-    shared = ("model", "weights", "artifact", "runtime", "device", "threads", "data")
+    shared = ("model", "weights", "artifact", "runtime", "device", "threads", "data", "threshold", "no-hash-check",
+              "preprocessing")
     names = "|".join(shared)
     pattern = re.compile(rf"""add_argument\(\s*["']--({names})["']""")
     found = []

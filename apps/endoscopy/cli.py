@@ -35,7 +35,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from edgeseg.common.args import add_model_arguments, add_runtime_arguments
+from edgeseg.common.args import add_artifact_arguments, add_model_arguments, add_runtime_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,16 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="camera index (0), device path (/dev/video0), video file, folder of frames (a clip written by "
         "edgeseg.benchmarks.temporal --write, or any folder of images), or 'synthetic' (default)",
     )
-    p.add_argument("--no-hash-check", action="store_true",
-                   help="run an artifact whose files differ from its manifest's sha256 (edited on purpose)")
-    p.add_argument("--preprocessing", metavar="JSON_OR_FILE",
-                   help="pre-processing of an artifact without a manifest (refused otherwise), as a JSON object "
-                        "or file: '{\"size\": [256, 256], \"mean\": [0.485, 0.456, 0.406], \"std\": [0.229, "
-                        "0.224, 0.225]}' (optional: resize, color); another artifact's manifest works too")
+    add_artifact_arguments(p)
     add_runtime_arguments(p, title=None)
-    p.add_argument(
-        "--threshold", type=float, default=None, help="mask probability threshold (default: manifest's)"
-    )
     p.add_argument("--headless", action="store_true", help="no window (a device over ssh): record/log/serve")
     p.add_argument("--record", default=None, metavar="OUT.mp4", help="write the annotated video (.mp4, .avi)")
     p.add_argument("--log", default=None, metavar="OUT.jsonl", help="write one JSON line per processed frame")

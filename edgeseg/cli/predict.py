@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.cli._format import add_format_argument, print_json, wants_json
-from edgeseg.common.args import add_model_arguments, add_runtime_arguments
+from edgeseg.common.args import add_artifact_arguments, add_model_arguments, add_runtime_arguments
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 _FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v"}
@@ -37,14 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, help="an image, a folder of images, or a video file")
     p.add_argument("--out", required=True, help="output folder (created)")
     add_runtime_arguments(p)
-    p.add_argument("--threshold", type=float, default=None, help="mask threshold (default: the manifest's)")
-    p.add_argument("--no-hash-check", action="store_true",
-                   help="run an artifact whose files differ from its manifest's sha256 (edited on purpose)")
-    p.add_argument("--preprocessing", metavar="JSON_OR_FILE",
-                   help="pre-processing of an artifact without a manifest (refused otherwise), as a JSON object "
-                        "or file: '{\"size\": [256, 256], \"mean\": [0.485, 0.456, 0.406], \"std\": [0.229, "
-                        "0.224, 0.225]}' (optional: resize stretch|letterbox, color rgb|gray); another artifact's "
-                        "manifest works too. With --weights/--model it replaces the checkpoint's")
+    add_artifact_arguments(p, checkpoints=True)
     p.add_argument("--batch", type=int, default=1, help="images per inference call (default 1)")
     p.add_argument("--alpha", type=float, default=0.4, help="overlay opacity (default 0.4)")
     p.add_argument("--overlay-format", choices=["jpg", "png"], default="jpg", help="overlay image format")

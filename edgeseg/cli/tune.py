@@ -17,20 +17,13 @@ import argparse
 import sys
 
 from edgeseg.cli._format import add_format_argument, print_json, table, wants_json
-from edgeseg.common.args import add_runtime_arguments, positive_int
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+from edgeseg.common.args import add_runtime_arguments, positive_float, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifacts", nargs="+", help="artifact files (.onnx, .xml, .tflite, .pte) with their manifests")
     add_runtime_arguments(p, options=("runtime", "device"), title=None)  # threads are what it searches
-    p.add_argument("--budget-s", type=_positive_float, default=60.0,
+    p.add_argument("--budget-s", type=positive_float, default=60.0,
                    help="stop trying further settings after this many seconds per artifact (default 60)")
     p.add_argument("--rounds", type=positive_int, default=15, help="interleaved timing rounds (default 15)")
     p.add_argument("--no-write", action="store_true", help="report only; leave the manifests unchanged")

@@ -31,6 +31,17 @@ MODEL_HELP = {
 }
 
 
+def positive_float(text: str) -> float:
+    """An argparse ``type`` for durations and budgets: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _into(p: Any, title: str | None) -> Any:
     return p.add_argument_group(title) if title else p
 
@@ -71,3 +82,19 @@ def add_data_argument(p: Any, *, default: str | None = "synthetic", what: str = 
     shown = f"; default: {default}" if default else ""
     p.add_argument("--data", default=default, help=f"{what} folder (images/ + masks/, Kvasir-SEG, CVC layouts) or "
                                                    f"synthetic[:N]{shown}")
+
+
+def add_artifact_arguments(p: Any, *, checkpoints: bool = False) -> None:
+    """What running an artifact takes beyond the runtime: ``--threshold``, ``--no-hash-check`` and
+    ``--preprocessing`` (for an artifact without a manifest; ``checkpoints``: the command also runs
+    checkpoints, whose recorded pre-processing it replaces). The threshold's range is the command's to check."""
+    p.add_argument("--threshold", type=float, default=None, help="mask probability threshold (default: the "
+                                                                   "manifest's)")
+    p.add_argument("--no-hash-check", action="store_true",
+                   help="run an artifact whose files differ from its manifest's sha256 (edited on purpose)")
+    p.add_argument("--preprocessing", metavar="JSON_OR_FILE",
+                   help="pre-processing of an artifact without a manifest (refused otherwise), as a JSON object "
+                        "or file: '{\"size\": [256, 256], \"mean\": [0.485, 0.456, 0.406], \"std\": [0.229, "
+                        "0.224, 0.225]}' (optional: resize stretch|letterbox, color rgb|gray); another artifact's "
+                        "manifest works too" + (". With --weights/--model it replaces the checkpoint's"
+                                                if checkpoints else ""))
