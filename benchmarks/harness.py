@@ -149,15 +149,13 @@ def runtime_options(cfg: BenchConfig, runtime: str) -> dict[str, Any]:
     """The options a row's runtime gets: the configured ones plus the busy-wait choice, in the backend's own
     terms (:meth:`~edgeseg.runtimes.base.Runtime.busy_wait_options`)."""
     from edgeseg.runtimes import get_runtime
+    from edgeseg.runtimes.tuning import merge_settings
 
     opts = dict(cfg.runtime_options.get(runtime, {}))
-    if cfg.busy_wait != "default":
-        for key, value in get_runtime(runtime).busy_wait_options(cfg.busy_wait == "on").items():
-            if isinstance(value, dict):
-                opts[key] = {**value, **(opts.get(key) or {})}
-            else:
-                opts.setdefault(key, value)
-    return opts
+    if cfg.busy_wait == "default":
+        return opts
+    # the same rule as tuned settings: what the configuration names wins, dict options entry by entry
+    return merge_settings(get_runtime(runtime).busy_wait_options(cfg.busy_wait == "on"), None, opts)[1]
 
 
 def _now() -> str:
@@ -342,7 +340,9 @@ def _convert(plan: _Plan, spec: RowSpec, row: Row, stage: StageRunner, say: Call
         res = stage("tune", TuneJob(artifact=str(artifact), runtime=spec.runtime, device=spec.device,
                                     threads=cfg.threads))
         if res.get("ok"):
-            chosen = ", ".join(f"{k}={v}" for k, v in res["settings"].items() if k != "threads")
+            from edgeseg.runtimes.tuning import settings_label
+
+            chosen = settings_label({k: v for k, v in res["settings"].items() if k != "threads"})
             say(f"{spec.label}: tuned: {chosen or 'defaults'} ({res['speedup']:.2f}x the default, one run)")
         else:  # the row is still measured, with the backend's defaults
             say(f"{spec.label}: tuning failed ({res.get('reason', 'unknown')}); measuring with the defaults")

@@ -39,19 +39,19 @@ def _model_costs(cfg: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], Any]:
     """The model's per-layer costs at the run's size and a name-scope index over it ({} when unknown)."""
     if not cfg.get("model") or not cfg.get("img_size"):
         return {}, None
-    import torch
+    import warnings
+    from pathlib import Path
+
     from edgeseg.converters.scopes import ModuleIndex
 
-    from edgeseg.models import create_model
     from edgeseg.profiling import layer_costs
+    from edgeseg.weights import resolve
 
-    kwargs: dict[str, Any] = {}
-    if cfg.get("weights_path") and str(cfg["weights_path"]).endswith(".pt"):
-        from edgeseg.weights import read_checkpoint
-
-        kwargs = dict(read_checkpoint(cfg["weights_path"]).get("model_kwargs") or {})  # e.g. skip_attention
-    with torch.device("meta"):
-        net = create_model(cfg["model"], **kwargs)
+    weights = cfg.get("weights_path")
+    with warnings.catch_warnings():  # random weights: the costs depend on the shapes only
+        warnings.simplefilter("ignore")
+        # the run's model as its checkpoint builds it (e.g. skip_attention), by the one weights rule
+        net = resolve(cfg["model"], weights if weights and Path(weights).is_file() else None, seed=0).module
     return layer_costs(net, int(cfg["img_size"])), ModuleIndex(net)
 
 

@@ -144,7 +144,8 @@ def _apply(settings: dict[str, Any], knob: Knob, value: Any) -> dict[str, Any]:
     return out
 
 
-def _label(settings: dict[str, Any]) -> str:
+def settings_label(settings: dict[str, Any]) -> str:
+    """Settings as one line, e.g. ``threads=2, hint=LATENCY, config.ENABLE_CPU_PINNING=True``."""
     parts = []
     for k, v in settings.items():
         if isinstance(v, dict):
@@ -263,10 +264,10 @@ def tune(artifact: str | Path, runtime: str | None = None, device: str = "cpu", 
         candidates = [_apply(best, knob, v) for v in values]
         p50, status, ref = timer.compare(candidates, ref)
         for settings, p, s in zip(candidates, p50, status):
-            trials.append({"knob": knob.name, "settings": settings, "label": _label(settings),
+            trials.append({"knob": knob.name, "settings": settings, "label": settings_label(settings),
                            "p50_ms": None if p is None else round(p, 4), "status": s})
         if p50[0] is None:
-            raise RuntimeError(f"{path.name}: the {name} backend does not run with {_label(candidates[0])}: "
+            raise RuntimeError(f"{path.name}: the {name} backend does not run with {settings_label(candidates[0])}: "
                                f"{status[0]}")
         win = min((i for i, p in enumerate(p50) if p is not None), key=lambda i: p50[i])
         if win and p50[win] < p50[0] * (1 - opts.min_gain):
@@ -280,7 +281,7 @@ def tune(artifact: str | Path, runtime: str | None = None, device: str = "cpu", 
     if p_best is None or p_default is None:
         raise RuntimeError(f"{path.name}: the final comparison failed to run")
     if best != default and p_best >= p_default * (1 - opts.min_gain):  # it did not pay when checked again
-        trials.append({"knob": "confirm", "settings": best, "label": _label(best), "p50_ms": round(p_best, 4),
+        trials.append({"knob": "confirm", "settings": best, "label": settings_label(best), "p50_ms": round(p_best, 4),
                        "status": f"not kept: {p_best:.3f} ms against the default's {p_default:.3f} ms"})
         best, p_best = default, p_default
     return TuneResult(runtime=name, device=device, machine=_this_machine(), settings=best,

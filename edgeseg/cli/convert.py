@@ -197,15 +197,14 @@ def _next_steps(first, args: argparse.Namespace) -> list[str]:
 
 
 def _tune(results: list, log) -> None:
-    from edgeseg.runtimes.tuning import record, tune
+    from edgeseg.runtimes.tuning import record, settings_label, tune
 
     for r in results:
         if not r.passed or not r.artifact.files:  # refused or failed: nothing on disk to tune
             continue
         t = tune(r.artifact.path)
         record(r.artifact.path, t)
-        chosen = ", ".join(f"{k}={v}" for k, v in t.settings.items())
-        log(f"tuned {r.artifact.path.name} ({t.runtime}): {chosen}; {t.p50_ms:.2f} ms against the default's "
+        log(f"tuned {r.artifact.path.name} ({t.runtime}): {settings_label(t.settings)}; {t.p50_ms:.2f} ms against the default's "
             f"{t.default_p50_ms:.2f} ms ({t.speedup:.2f}x)")
 
 

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edgeseg.runtimes.tuning import TuneOptions, record, tune
+    from edgeseg.runtimes.tuning import TuneOptions, record, settings_label, tune
 
     opts = TuneOptions(rounds=args.rounds, budget_s=args.budget_s)
     results = []
@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
         rows = [[t.get("knob", ""), t.get("label", ""), "" if t.get("p50_ms") is None else f"{t['p50_ms']:.3f}",
                  t["status"]] for t in r["trials"]]
         print(table(rows, ["knob", "settings", "p50 ms", "status"]))
-        chosen = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
+        chosen = settings_label(r["settings"])
         where = "recorded in " + r["manifest"] if "manifest" in r else "not recorded (--no-write)"
         print(f"chosen: {chosen}: {r['p50_ms']:.3f} ms against the default's {r['default_p50_ms']:.3f} ms "
               f"({r['speedup']:.2f}x, one interleaved run); {where}\n")
