@@ -97,12 +97,17 @@ def test_predict_with_weights_uses_torch_and_agrees_with_artifact(setup, tmp_pat
     assert (ma == mb).mean() > 0.999
 
 
-def test_predict_video_writes_an_overlay_video(setup, tmp_path):
-    src = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (80, 48))
-    for i in range(4):
+def _clip(path, frames: int):
+    """An MJPG .avi of ``frames`` 80x48 phantom frames."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (80, 48))
+    for i in range(frames):
         writer.write(cv2.cvtColor(_image(10 + i, 48, 80), cv2.COLOR_RGB2BGR))
     writer.release()
+    return path
+
+
+def test_predict_video_writes_an_overlay_video(setup, tmp_path):
+    src = _clip(tmp_path / "clip.avi", 4)
     out = tmp_path / "out"
     assert main(["predict", "--artifact", str(setup["onnx"]), "--input", str(src), "--out", str(out),
                  "--video-format", "avi"]) == 0
@@ -124,11 +129,7 @@ def test_predict_video_writes_an_overlay_video(setup, tmp_path):
 
 def test_predict_video_cut_short_by_a_full_device_is_not_kept(setup, tmp_path, monkeypatch, capsys):
     """VideoWriter reports nothing on a full device; the video is read back before it is renamed into place."""
-    src = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (80, 48))
-    for i in range(6):
-        writer.write(cv2.cvtColor(_image(10 + i, 48, 80), cv2.COLOR_RGB2BGR))
-    writer.release()
+    src = _clip(tmp_path / "clip.avi", 6)
     out = tmp_path / "out"
     args = ["predict", "--artifact", str(setup["onnx"]), "--input", str(src), "--out", str(out), "--video-format",
             "avi"]

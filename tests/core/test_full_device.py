@@ -19,6 +19,20 @@ def _no_temporaries(folder) -> bool:
     return not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
+def _torch_save_fills_the_device(monkeypatch) -> None:
+    """``torch.save`` as on a full device: half an archive on disk, then torch's own message (no errno), and no
+    free space left."""
+    from edgeseg.train import checkpoint
+
+    def half_then_fail(obj, path):
+        with open(path, "wb") as f:
+            f.write(b"PK\x03\x04 half an archive")
+        raise RuntimeError(TORCH_FULL)
+
+    monkeypatch.setattr(checkpoint.torch, "save", half_then_fail)
+    monkeypatch.setattr(eio, "free_bytes", lambda path: 0)
+
+
 def test_enospc_in_an_atomic_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
     dest = tmp_path / "bench.json"
     dest.write_text('{"ok": true}\n')
@@ -42,13 +56,7 @@ def test_a_checkpoint_that_torch_cannot_finish_is_reported_as_a_full_device(tmp_
     torch.save({"state_dict": {}}, best)
     good = best.read_bytes()
 
-    def half_then_fail(obj, path):
-        with open(path, "wb") as f:
-            f.write(b"PK\x03\x04 half an archive")
-        raise RuntimeError(TORCH_FULL)
-
-    monkeypatch.setattr(checkpoint.torch, "save", half_then_fail)
-    monkeypatch.setattr(eio, "free_bytes", lambda path: 0)
+    _torch_save_fills_the_device(monkeypatch)
     with pytest.raises(WriteError, match=rf"^no space left on device writing {best}; free some space"):
         checkpoint.save_checkpoint({"state_dict": {}}, best)
     assert best.read_bytes() == good and _no_temporaries(tmp_path)
@@ -113,15 +121,8 @@ def test_train_on_a_full_device_names_the_checkpoint(tmp_path, monkeypatch, caps
     """It used to say "unexpected RuntimeError: [enforce fail at inline_container.cc...]" (exit 1)."""
     pytest.importorskip("torch")
     from edgeseg.cli import main
-    from edgeseg.train import checkpoint
 
-    def half_then_fail(obj, path):
-        with open(path, "wb") as f:
-            f.write(b"PK\x03\x04 half an archive")
-        raise RuntimeError(TORCH_FULL)
-
-    monkeypatch.setattr(checkpoint.torch, "save", half_then_fail)
-    monkeypatch.setattr(eio, "free_bytes", lambda path: 0)
+    _torch_save_fills_the_device(monkeypatch)
     run = tmp_path / "run"
     code = main(["train", "--model", "ultralightunet-t", "--data", "synthetic:8", "--img-size", "32", "--epochs",
                  "1", "--max-steps", "1", "--batch-size", "2", "--threads", "1", "--no-progress", "--out", str(run)])
