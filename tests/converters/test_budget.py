@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -224,6 +226,63 @@ def test_keep_float_in_openvino_and_its_layer_taps(net, tmp_path):
     # guessed; every other layer is compared
     assert set(report.unmatched) <= {"CA1"} and "encoder1.0.pconv1" in {s.name for s in report.layers}
     assert all("could not expose" in n for n in report.notes if "CA1" in n)
+
+
+def test_openvino_trials_share_one_nncf_quantization_and_restore_float_layers(net, tmp_path, monkeypatch):
+    """The budget's trials on OpenVINO reuse one whole-graph NNCF quantization (its statistics pass is most of a
+    conversion): a layer returned to float loses its quantizers and gets back the bias that fast bias
+    correction changed, while the other layers keep theirs."""
+    pytest.importorskip("openvino")
+    nncf = pytest.importorskip("nncf")
+    import openvino as ov
+    from edgeseg.converters.base import ConvertConfig
+    from edgeseg.converters.calibration import load_images
+    from edgeseg.converters.openvino_converter import OpenVINOConverter
+    from edgeseg.runtimes.manifest import Preprocessing
+
+    calls = []
+    real = nncf.quantize
+    monkeypatch.setattr(nncf, "quantize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calib = load_images("synthetic", 16, Preprocessing(size=[SIZE, SIZE]), "calibration")
+    cfg = ConvertConfig(target="openvino", precision="int8", input_size=(SIZE, SIZE), in_channels=3,
+                        calibration=calib)
+    conv = OpenVINOConverter()
+    sample = torch.from_numpy(_images(1))
+    model = copy.deepcopy(net)  # batch norms with statistics, so that every conv carries a bias to correct
+    gen = torch.Generator().manual_seed(0)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.copy_(torch.randn(mod.num_features, generator=gen) * 0.1)
+            mod.bias.data.copy_(torch.randn(mod.num_features, generator=gen) * 0.1)
+    layer, node = "encoder2.0.pconv1", "/encoder2/encoder2.0/pconv1/pconv1.0/Conv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        arts = {keep: conv.convert(model, sample, replace(cfg, keep_float=keep), tmp_path / f"m{len(keep)}.xml")
+                for keep in ((), (layer,), (layer, "CA2"))}
+    assert len(calls) == 1  # three artifacts, one statistics pass
+    assert arts[(layer,)].quantization["quantizers_removed"] > 0
+
+    def around(m):  # (is the conv's weight int8?, the bias constant added to its output)
+        op = next(o for o in m.get_ops() if o.get_friendly_name().startswith(node)
+                  and o.get_type_name() == "Convolution")
+        int8 = op.input_value(1).get_node().get_type_name() != "Constant"  # int8: Constant(i8) -> Convert -> ...
+        add = next(t.get_node() for t in op.output(0).get_target_inputs() if t.get_node().get_type_name() == "Add")
+        bias = next(add.input_value(i).get_node() for i in range(2)
+                    if add.input_value(i).get_node().get_type_name() == "Constant")
+        return int8, bias.get_data().copy()
+
+    _, f_bias = around(conv._float[2])
+    q_int8, q_bias = around(ov.Core().read_model(str(arts[()].path)))
+    assert q_int8 and not np.array_equal(q_bias, f_bias)  # int8, with its bias corrected
+    for keep in ((layer,), (layer, "CA2")):
+        k_int8, k_bias = around(ov.Core().read_model(str(arts[keep].path)))
+        assert not k_int8 and np.array_equal(k_bias, f_bias)  # back in float, original bias
+    m = ov.Core().read_model(str(arts[(layer,)].path))
+    fq_into = {t.get_node().get_friendly_name() for o in m.get_ops() if o.get_type_name() == "FakeQuantize"
+               for t in o.output(0).get_target_inputs()}
+    assert not any(n.startswith(node) for n in fq_into)
+    # the float layer's consumer still reads a quantized tensor
+    assert any(n.startswith("/encoder2/encoder2.0/multi_scale_dwconv/dwconvs.0/") for n in fq_into)
 
 
 def test_a_budget_no_int8_meets_refuses_the_artifact_and_keeps_the_old_one(net, tmp_path, monkeypatch):
