@@ -36,8 +36,9 @@ from edgeseg.converters.calibration import (
     volume_phantoms,
 )
 from edgeseg.converters.options import ExportOptions, QuantOptions, VerifyOptions
+from edgeseg.converters.parallel import TargetJob, default_jobs, run_job, run_jobs
 from edgeseg.converters.provenance import preprocessing_for, weights_record
-from edgeseg.converters.staging import MIN_BUDGET_IMAGES, Context, ConvertResult, convert_one
+from edgeseg.converters.staging import MIN_BUDGET_IMAGES, Context, ConvertResult
 
 
 def _expand(value: str | Sequence[str], valid: Sequence[str], kind: str) -> list[str]:
@@ -107,6 +108,7 @@ def convert_model(
     out_dir: str | Path = "exports",
     model_kwargs: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    jobs: int | None = None,
 ) -> list[ConvertResult]:
     """Convert a registered model to each target x precision, verify each artifact, write its manifest.
 
@@ -124,6 +126,8 @@ def convert_model(
         out_dir: output folder.
         model_kwargs: builder options (e.g. ``num_classes``).
         log: progress callback (one line per step).
+        jobs: worker processes converting targets side by side (:mod:`edgeseg.converters.parallel`); default
+            one per target up to the cores; 1 converts in this process, one target after another.
 
     Returns:
         One :class:`ConvertResult` per artifact (check ``.passed``).
@@ -229,13 +233,13 @@ def convert_model(
     )
     # "all" means what each target can make: a precision a target does not offer is skipped, not an error
     any_precision = precision == "all" or (not isinstance(precision, str) and "all" in precision)
-    jobs: dict[str, list[str]] = {}
+    todo: dict[str, list[str]] = {}
     for t in targets:
         offered = get_target(t).precisions
-        jobs[t] = [p for p in precisions if p in offered or not (any_precision or "all" in asked)]
-        for p in set(precisions) - set(jobs[t]):
+        todo[t] = [p for p in precisions if p in offered or not (any_precision or "all" in asked)]
+        for p in set(precisions) - set(todo[t]):
             warnings.warn(f"skipping {t} {p}: {t} converts {', '.join(offered)} only", stacklevel=2)
-        for p in jobs[t]:
+        for p in todo[t]:
             static = p == "int8" and quant.static
             ConvertConfig(
                 target=t,
@@ -258,7 +262,7 @@ def convert_model(
     if wrec.get("source") == "random" and quant.max_dice_drop is None and quant.budget:
         # a Dice against ground truth means nothing for untrained weights: no default budget for them
         quant = replace(quant, budget=False)
-    budgeted = any(quant.budget_for(get_target(t), p) is not None for t in targets for p in jobs[t])
+    budgeted = any(quant.budget_for(get_target(t), p) is not None for t in targets for p in todo[t])
     # a budget splits the held-back images into a search and a confirmation part: at least 16 each
     n_held = max(verify.images, 2 * MIN_BUDGET_IMAGES) if budgeted else verify.images
     held_back = _verification_set(calib, n_held, pre, in_ch, size) if verify.enabled else None
@@ -288,12 +292,12 @@ def convert_model(
         return rewritten[names]
 
     ctx = Context(net=net, out=out, model_name=mcfg.name, model_cfg=model_cfg, pre=pre, classes=classes,
-                   wrec=wrec, held_back=held_back, threads=verify.threads, say=say)
-    results = []
+                  wrec=wrec, held_back=held_back, threads=verify.threads, say=say)
+    plan = []
     for t in targets:
-        ctx.export_net, ctx.rewrites = rewritten_for(t)
-        converter = get_converter(t)  # one instance per target: it may reuse work across precisions
-        for p in jobs[t]:
+        export_net, rewrites = rewritten_for(t)
+        configs = []
+        for p in todo[t]:
             cfg = ConvertConfig(
                 target=t,
                 precision=p,
@@ -302,16 +306,15 @@ def convert_model(
                 keep_float=quant.keep_float if p == "int8" and quant.static else (),
                 **base,
             )
-            sample = torch.from_numpy(np.repeat(sample_np, int(export.batch or 1), axis=0))
-            if not results and wpath is not None:  # once, after the first config validated
-                say(f"weights: {wrec['source']} ({wpath.name})")
-            say(f"converting {mcfg.name} -> {t} {cfg.tag} ({cfg.layout}, batch {export.batch or 'dynamic'}) ...")
-            res = convert_one(ctx, converter, sample, cfg, _file_name(export.name or mcfg.name, cfg))
-            say(
-                f"  {res.artifact.path} ({res.artifact.size_bytes / 1024:.1f} KiB, "
-                f"{res.artifact.convert_time_s:.1f} s)" + (f": {res.parity.summary()}" if res.parity else "")
-            )
-            results.append(res)
+            configs.append((cfg, _file_name(export.name or mcfg.name, cfg)))
+        plan.append(TargetJob(target=t, export_net=export_net, rewrites=rewrites, configs=configs))
+    if wpath is not None and plan:
+        say(f"weights: {wrec['source']} ({wpath.name})")
+    workers = default_jobs(len(plan)) if jobs is None else max(1, min(int(jobs), len(plan)))
+    if workers > 1:
+        results = run_jobs(ctx, plan, sample_np, export.batch, workers, say)
+    else:
+        results = [r for job in plan for r in run_job(ctx, job, sample_np, export.batch)]
     if auto:
         from edgeseg.converters.auto import select
 

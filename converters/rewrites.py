@@ -52,26 +52,9 @@ def fold_channel_shuffles(net: Any) -> int:
 
 def _depthwise_sum(conv: Any) -> Any:
     """``conv`` (k x k, one output channel) as a depthwise convolution followed by a sum over channels."""
-    import torch
-    from torch import nn
+    from edgeseg.layers.depthwise_sum import DepthwiseSum
 
-    class DepthwiseSum(nn.Module):
-        """A one-channel k x k convolution computed as depthwise products summed over the channels."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            c = conv.in_channels
-            self.dw = type(conv)(c, c, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                                 dilation=conv.dilation, groups=c, bias=False, padding_mode=conv.padding_mode)
-            with torch.no_grad():
-                self.dw.weight.copy_(conv.weight.reshape(c, 1, *conv.kernel_size))
-            self.bias = conv.bias
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = self.dw(x).sum(dim=1, keepdim=True)
-            return y if self.bias is None else y + self.bias.reshape(1, 1, *([1] * (y.dim() - 2)))
-
-    return DepthwiseSum()
+    return DepthwiseSum(conv)
 
 
 def split_one_channel_convs(net: Any) -> int:

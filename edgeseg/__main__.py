@@ -4,4 +4,5 @@ import sys
 
 from edgeseg.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned worker process (parallel conversion) imports the main module
+    sys.exit(main())

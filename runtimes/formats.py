@@ -53,6 +53,8 @@ class TargetSpec:
         runtime: the runtime backend that verifies the artifact.
         impl: "module:Class" of the converter.
         notes: known limits, quoted in errors.
+        convert_cost: relative conversion time (ultralightunet-s int8 at 256 px on the 2-core development
+            machine, onnx = 1): parallel conversion (``--jobs``) starts the slowest targets first.
     """
 
     name: str
@@ -72,6 +74,7 @@ class TargetSpec:
     runtime: str
     impl: str
     notes: str = ""
+    convert_cost: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k != "impl"}
@@ -164,6 +167,7 @@ FORMATS: dict[str, Format] = {
                 modules=("openvino", "nncf"),
                 runtime="openvino",
                 impl="edgeseg.converters.openvino_converter:OpenVINOConverter",
+                convert_cost=2.5,  # 9.5 s onnx, 24-27 s openvino (with its budget search), 60-70 s tflite
             ),
         ),
         Format(
@@ -188,6 +192,7 @@ FORMATS: dict[str, Format] = {
                 modules=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"),
                 runtime="litert",
                 impl="edgeseg.converters.tflite_converter:TFLiteConverter",
+                convert_cost=7.0,
                 notes=(
                     "3D: litert-torch 0.10 rejects grouped Conv3D (UltraLightUNet3D: needs TF Select ops) and "
                     "writes STABLEHLO_CONVOLUTION for UNETR, which ai-edge-litert 2.3 cannot run"
@@ -216,6 +221,7 @@ FORMATS: dict[str, Format] = {
                 modules=("executorch",),
                 runtime="executorch",
                 impl="edgeseg.converters.executorch_converter:ExecuTorchConverter",
+                convert_cost=6.0,  # 57.7 s at 300 calibration images (issue 14's notes)
                 notes="2D only: not tried on 3D models",
             ),
         ),

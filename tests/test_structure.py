@@ -13,8 +13,8 @@ MAX_LINES = 460  # "~450"
 MAX_PARAMS = 8
 ALLOWED = {
     # model, targets and precisions, then one object per concern (weights, export, quant, verify, out_dir,
-    # model_kwargs, log): the flat conversion API of the style guide
-    "converters/api.py:convert_model": 10,
+    # model_kwargs, log, jobs): the flat conversion API of the style guide
+    "converters/api.py:convert_model": 11,
     # the shared evaluation of a torch module on image/mask pairs (train validation, `edgeseg evaluate`, TTA)
     "edgeseg/train/evaluate.py:evaluate_pairs": 9,
     # a network's architectural hyperparameters, as keywords of create_model (MONAI's networks take as many)

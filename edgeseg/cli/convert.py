@@ -93,6 +93,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", metavar="MODE", help="carry test-time augmentation in the graph: hflip (2 passes) or "
                    "flips (4); +scales adds 0.75x/1.25x views (see `edgeseg evaluate --tta`)")
     add_runtime_arguments(p, options=("threads",), threads_default="the backend's, for verification", title=None)
+    p.add_argument("--jobs", type=positive_int, default=None,
+                   help="targets converted side by side in worker processes (default: one per target, up to the "
+                        "cores; 1: one after another in this process)")
     p.add_argument("--tune", action="store_true",
                    help="after conversion, search this machine's fastest runtime settings for each verified "
                         "artifact and record them in its manifest (as `edgeseg tune`; run that on the device)")
@@ -255,6 +258,7 @@ def main(args: argparse.Namespace) -> int:
             verify=VerifyOptions(enabled=not args.no_verify, images=args.verify_size, threads=args.threads),
             out_dir=args.out,
             log=log,
+            jobs=args.jobs,
         )
         if args.explain:
             _explain(results, args, log)
