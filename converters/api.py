@@ -36,7 +36,7 @@ from edgeseg.converters.calibration import (
     volume_phantoms,
 )
 from edgeseg.converters.options import ExportOptions, QuantOptions, VerifyOptions
-from edgeseg.converters.parallel import TargetJob, default_jobs, run_job, run_jobs
+from edgeseg.converters.parallel import TargetJob, Workers, default_jobs, run_job, run_jobs
 from edgeseg.converters.provenance import preprocessing_for, weights_record
 from edgeseg.converters.staging import MIN_BUDGET_IMAGES, Context, ConvertResult
 
@@ -253,73 +253,79 @@ def convert_model(
     clean_stale(out)  # staging folders and temporaries an interrupted conversion left behind
     _check_backends(targets, verify.enabled)
 
-    classes = int(getattr(net, "num_classes", mcfg.num_classes))
-    in_ch = base["in_channels"] = int(getattr(net, "in_channels", in_ch))  # a checkpoint may set it
-    pre = preprocessing_for(mcfg, size, ckpt, in_ch)
-    calibration = load_images(calib, quant.calib_size, pre, "calibration", in_ch) if needs_calib else None
-    if calibration is not None:
-        say(f"calibration: {len(calibration)} images from {calibration.provenance['source']}")
-    if wrec.get("source") == "random" and quant.max_dice_drop is None and quant.budget:
-        # a Dice against ground truth means nothing for untrained weights: no default budget for them
-        quant = replace(quant, budget=False)
-    budgeted = any(quant.budget_for(get_target(t), p) is not None for t in targets for p in todo[t])
-    # a budget splits the held-back images into a search and a confirmation part: at least 16 each
-    n_held = max(verify.images, 2 * MIN_BUDGET_IMAGES) if budgeted else verify.images
-    held_back = _verification_set(calib, n_held, pre, in_ch, size) if verify.enabled else None
-    sample_np = held_back.images[:1] if held_back is not None else np.zeros((1, in_ch, *size), np.float32)
-    import torch
+    workers = default_jobs(len(targets)) if jobs is None else max(1, min(int(jobs), len(targets)))
+    # started now, so that the workers' imports (torch, the converters) overlap the loading of the data below
+    pool = Workers(workers) if workers > 1 else None
+    try:
+        classes = int(getattr(net, "num_classes", mcfg.num_classes))
+        in_ch = base["in_channels"] = int(getattr(net, "in_channels", in_ch))  # a checkpoint may set it
+        pre = preprocessing_for(mcfg, size, ckpt, in_ch)
+        calibration = load_images(calib, quant.calib_size, pre, "calibration", in_ch) if needs_calib else None
+        if calibration is not None:
+            say(f"calibration: {len(calibration)} images from {calibration.provenance['source']}")
+        if wrec.get("source") == "random" and quant.max_dice_drop is None and quant.budget:
+            # a Dice against ground truth means nothing for untrained weights: no default budget for them
+            quant = replace(quant, budget=False)
+        budgeted = any(quant.budget_for(get_target(t), p) is not None for t in targets for p in todo[t])
+        # a budget splits the held-back images into a search and a confirmation part: at least 16 each
+        n_held = max(verify.images, 2 * MIN_BUDGET_IMAGES) if budgeted else verify.images
+        held_back = _verification_set(calib, n_held, pre, in_ch, size) if verify.enabled else None
+        sample_np = held_back.images[:1] if held_back is not None else np.zeros((1, in_ch, *size), np.float32)
+        import torch
 
-    model_cfg = {**mcfg.to_dict(), "model_kwargs": kwargs, "input_size": list(size)}
-    if export.tta:
-        model_cfg["tta"] = net.spec.to_dict()
-    from edgeseg.converters.rewrites import apply as apply_rewrites
-    from edgeseg.converters.rewrites import defaults_for
+        model_cfg = {**mcfg.to_dict(), "model_kwargs": kwargs, "input_size": list(size)}
+        if export.tta:
+            model_cfg["tta"] = net.spec.to_dict()
+        from edgeseg.converters.rewrites import apply as apply_rewrites
+        from edgeseg.converters.rewrites import defaults_for
 
-    check = torch.from_numpy((sample_np if held_back is not None else
-                              np.random.default_rng(0).normal(size=sample_np.shape)).astype(np.float32))
-    rewritten: dict[tuple[str, ...], tuple[Any, list[dict[str, Any]]]] = {}  # one copy per distinct set
+        check = torch.from_numpy((sample_np if held_back is not None else
+                                  np.random.default_rng(0).normal(size=sample_np.shape)).astype(np.float32))
+        rewritten: dict[tuple[str, ...], tuple[Any, list[dict[str, Any]]]] = {}  # one copy per distinct set
 
-    def rewritten_for(target: str) -> tuple[Any, list[dict[str, Any]]]:
-        names = tuple(export.rewrites) if export.rewrites is not None else defaults_for(target)
-        if names not in rewritten:
-            rewritten[names] = apply_rewrites(net, check, names)
-            for rec in rewritten[names][1]:
-                if rec.get("applied"):
-                    say(f"rewrite {rec['name']}: {rec['count']} place(s), max|d| {rec['max_abs_diff']:.2g} "
-                        "vs the model")
-                elif "max_abs_diff" in rec:
-                    warnings.warn(f"rewrite {rec['name']} not kept: {rec['reason']}", stacklevel=2)
-        return rewritten[names]
+        def rewritten_for(target: str) -> tuple[Any, list[dict[str, Any]]]:
+            names = tuple(export.rewrites) if export.rewrites is not None else defaults_for(target)
+            if names not in rewritten:
+                rewritten[names] = apply_rewrites(net, check, names)
+                for rec in rewritten[names][1]:
+                    if rec.get("applied"):
+                        say(f"rewrite {rec['name']}: {rec['count']} place(s), max|d| {rec['max_abs_diff']:.2g} "
+                            "vs the model")
+                    elif "max_abs_diff" in rec:
+                        warnings.warn(f"rewrite {rec['name']} not kept: {rec['reason']}", stacklevel=2)
+            return rewritten[names]
 
-    ctx = Context(net=net, out=out, model_name=mcfg.name, model_cfg=model_cfg, pre=pre, classes=classes,
-                  wrec=wrec, held_back=held_back, threads=verify.threads, say=say)
-    plan = []
-    for t in targets:
-        export_net, rewrites = rewritten_for(t)
-        configs = []
-        for p in todo[t]:
-            cfg = ConvertConfig(
-                target=t,
-                precision=p,
-                calibration=calibration if p == "int8" else None,
-                max_dice_drop=quant.budget_for(get_target(t), p),
-                keep_float=quant.keep_float if p == "int8" and quant.static else (),
-                **base,
-            )
-            configs.append((cfg, _file_name(export.name or mcfg.name, cfg)))
-        plan.append(TargetJob(target=t, export_net=export_net, rewrites=rewrites, configs=configs))
-    if wpath is not None and plan:
-        say(f"weights: {wrec['source']} ({wpath.name})")
-    workers = default_jobs(len(plan)) if jobs is None else max(1, min(int(jobs), len(plan)))
-    if workers > 1:
-        results = run_jobs(ctx, plan, sample_np, export.batch, workers, say)
-    else:
-        results = [r for job in plan for r in run_job(ctx, job, sample_np, export.batch)]
-    if auto:
-        from edgeseg.converters.auto import select
+        ctx = Context(net=net, out=out, model_name=mcfg.name, model_cfg=model_cfg, pre=pre, classes=classes,
+                      wrec=wrec, held_back=held_back, threads=verify.threads, say=say)
+        plan = []
+        for t in targets:
+            export_net, rewrites = rewritten_for(t)
+            configs = []
+            for p in todo[t]:
+                cfg = ConvertConfig(
+                    target=t,
+                    precision=p,
+                    calibration=calibration if p == "int8" else None,
+                    max_dice_drop=quant.budget_for(get_target(t), p),
+                    keep_float=quant.keep_float if p == "int8" and quant.static else (),
+                    **base,
+                )
+                configs.append((cfg, _file_name(export.name or mcfg.name, cfg)))
+            plan.append(TargetJob(target=t, export_net=export_net, rewrites=rewrites, configs=configs))
+        if wpath is not None and plan:
+            say(f"weights: {wrec['source']} ({wpath.name})")
+        if pool is not None:
+            results = run_jobs(ctx, plan, sample_np, export.batch, pool, say)
+        else:
+            results = [r for job in plan for r in run_job(ctx, job, sample_np, export.batch)]
+        if auto:
+            from edgeseg.converters.auto import select
 
-        select(results, sample_np, verify.threads, log=say)
-    return results
+            select(results, sample_np, verify.threads, log=say)
+        return results
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 def _placeholder(in_ch: int, size: tuple[int, ...], labels: bool) -> CalibrationSet:

@@ -57,13 +57,16 @@ class ExecuTorchConverter(Converter):
 
     def _int8(self, program: Any, sample: Any, cfg: ConvertConfig) -> tuple[Any, dict[str, Any]]:
         import torch
+        from edgeseg.converters.observers import sampled_activations
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
             get_symmetric_quantization_config,
         )
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        # the activation histograms of a subsample of each tensor, as for TFLite (edgeseg.converters.observers)
+        config = sampled_activations(get_symmetric_quantization_config(is_per_channel=True))
+        quantizer = XNNPACKQuantizer().set_global(config)
         if cfg.keep_float:
             from edgeseg.converters.scopes import keep_float_in_pt2e
 
@@ -75,7 +78,8 @@ class ExecuTorchConverter(Converter):
         info = {
             "scheme": "static",
             "weights": "int8 per-channel symmetric",
-            "activations": "int8 per-tensor (asymmetric)",
+            "activations": "int8 per-tensor (asymmetric; histogram observer over a strided subsample of each tensor, "
+                           "at most 65536 values plus its min and max: edgeseg.converters.observers)",
             "io": "float32 (quantized inside the program)",
             "tool": "executorch XNNPACKQuantizer + torchao prepare_pt2e/convert_pt2e",
             "int8_isa": cfg.int8_isa,

@@ -62,3 +62,28 @@ def test_an_error_in_a_worker_is_raised_as_what_it_was(tmp_path):
         _reraise(err)
     with pytest.raises(RuntimeError, match="BudgetNotMetError: missed"):  # needs more than a message to build
         _reraise(("edgeseg.converters.budget", "BudgetNotMetError", "missed"))
+
+
+class _KillsItsReader:
+    """Unpickled in the worker as ``os._exit(3)``: a worker that dies the way a native crash ends it."""
+
+    def __reduce__(self):
+        import os
+
+        return os._exit, (3,)
+
+
+def test_a_worker_that_dies_is_reported_with_what_to_do(tmp_path):
+    import numpy as np
+    from edgeseg.converters.parallel import TargetJob, Workers, run_jobs
+    from edgeseg.converters.staging import Context
+
+    ctx = Context(net=None, out=tmp_path, model_name="m", model_cfg={}, pre=None, classes=1, wrec={},
+                  held_back=None, threads=1, say=None)
+    pool = Workers(1)
+    try:
+        with pytest.raises(RuntimeError, match="worker process converting onnx died.*--jobs 1"):
+            run_jobs(ctx, [TargetJob("onnx", _KillsItsReader(), None, [])], np.zeros((1, 3, 8, 8), np.float32),
+                     1, pool, lambda _m: None)
+    finally:
+        pool.close()
