@@ -110,8 +110,9 @@ class OpenVINOConverter(Converter):
         float_model = self._float[2]
         cached = getattr(self, "_quantized", None)
         if cached is None or cached[0] is not float_model or cached[1] is not cfg.calibration or cached[2] != portable:
-            self._quantized = cached = (float_model, cfg.calibration, portable,
-                                        _quantize(ov_model, cfg.calibration_batches(), portable))
+            batches = cfg.calibration_batches()
+            self._quantized = cached = (float_model, cfg.calibration, portable, _quantize(ov_model, batches, portable),
+                                        len(batches))
         q = cached[3].clone()
         info: dict[str, Any] = {
             "scheme": "static",
@@ -122,7 +123,7 @@ class OpenVINOConverter(Converter):
             "preset": "performance (nncf default)",
             "overflow_fix": "all layers" if portable else "first layer (nncf default)",
             "fast_bias_correction": True,
-            "subset_size": len(cfg.calibration_batches()),
+            "subset_size": cached[4],
             "calibration": cfg.calibration.provenance,
         }
         if cfg.keep_float:

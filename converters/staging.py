@@ -22,7 +22,7 @@ import numpy as np
 from edgeseg.converters.base import Artifact, ConvertConfig, Converter
 from edgeseg.converters.calibration import CalibrationSet
 from edgeseg.converters.provenance import build_manifest
-from edgeseg.converters.verify import Parity, verify_artifact
+from edgeseg.converters.verify import Parity, run_artifact, verify_artifact
 from edgeseg.runtimes.manifest import Manifest, manifest_path
 
 
@@ -193,14 +193,12 @@ def fit_budget(ctx: Context, make: Callable[[Sequence[str]], Any], cfg: ConvertC
     from edgeseg.converters.budget import HeldBack, fit
     from edgeseg.converters.layerwise import explain
 
-    from edgeseg import runtimes
 
     held = ctx.held_back
     assert held is not None and cfg.max_dice_drop is not None
 
     def run(handle: tuple[Artifact, Manifest], images: np.ndarray) -> np.ndarray:
-        with runtimes.load(handle[0].path, threads=ctx.threads) as rt:
-            return rt.infer(np.ascontiguousarray(images, dtype=np.float32))
+        return run_artifact(handle[0].path, images, cfg.precision, ctx.threads)[0]
 
     def rank(handle: tuple[Artifact, Manifest]) -> list[str]:
         # the whole search half: a layer's damage can depend on the image (OpenVINO's CA1 read 16 dB on one

@@ -134,6 +134,26 @@ def compare(
     return Parity(figures=figures, tolerance=tol, failures=failures)
 
 
+def run_artifact(artifact: Any, images: np.ndarray, precision: str, threads: int | None = None) -> tuple[Any, ...]:
+    """(logits, manifest, runtime info) of a just-converted artifact on ``images``, through its own runtime.
+
+    Raises:
+        ValueError: the artifact does not run there (a delegate that cannot prepare the graph, ...), with the
+            runtime's first line and what it means for the conversion.
+    """
+    from edgeseg import runtimes
+
+    try:
+        with runtimes.load(artifact, threads=threads) as rt:
+            return rt.infer(np.ascontiguousarray(images, dtype=np.float32)), rt.manifest, rt.info()
+    except (RuntimeError, ValueError) as exc:  # e.g. a delegate that cannot prepare the graph
+        first = first_line(exc, 300)
+        raise ValueError(
+            f"the converted {precision} artifact does not run in its runtime ({first}); "
+            "it was not kept (convert with --no-verify to keep it anyway)"
+        ) from None
+
+
 def verify_artifact(
     artifact: Any,
     model: Any,
@@ -156,19 +176,8 @@ def verify_artifact(
     """
     from edgeseg.runtimes.torch_runtime import TorchRuntime
 
-    from edgeseg import runtimes
 
-    try:
-        with runtimes.load(artifact, threads=threads) as rt:
-            candidate = rt.infer(np.ascontiguousarray(images, dtype=np.float32))
-            manifest = rt.manifest
-            info = rt.info()
-    except (RuntimeError, ValueError) as exc:  # e.g. a delegate that cannot prepare the graph
-        first = first_line(exc, 300)
-        raise ValueError(
-            f"the converted {precision} artifact does not run in its runtime ({first}); "
-            "it was not kept (convert with --no-verify to keep it anyway)"
-        ) from None
+    candidate, manifest, info = run_artifact(artifact, images, precision, threads)
     if reference is None:
         ref_rt = TorchRuntime.from_module(model, manifest, threads=threads)
         try:

@@ -397,3 +397,18 @@ def test_op_profiles_come_from_each_runtimes_own_profiler(net, onnx_int8):
     page = render_html(RunResult(run_id="r", created="", config={}, environment={}, rows=[],
                                  profiles=[{"row": "onnx/int8", **s}, {"row": "tflite/int8", "error": "no profiler"}]))
     assert "Per-op profiles" in page and "<td>QLinearConv</td>" in page and "no profile (no profiler)" in page
+
+
+def test_an_artifact_that_does_not_run_in_its_runtime_is_not_kept(net, tmp_path, monkeypatch):
+    """The budget's trials run the artifact before the verification does: a runtime that cannot prepare it
+    (ai-edge-quantizer's int8 of ultralightunet-s in XNNPACK) ends the conversion with that reason, and nothing
+    is moved into place."""
+    from edgeseg import runtimes
+
+    def cannot_prepare(*_a, **_k):
+        raise RuntimeError("Node number 7 (TfLiteXNNPackDelegate) failed to prepare.")
+
+    monkeypatch.setattr(runtimes, "load", cannot_prepare)
+    with pytest.raises(ValueError, match=r"does not run in its runtime \(Node number 7.*not kept"):
+        _int8(net, "onnx", tmp_path, budget=True, max_dice_drop=0.5)
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.json"))
