@@ -253,7 +253,7 @@ def convert_model(
     clean_stale(out)  # staging folders and temporaries an interrupted conversion left behind
     _check_backends(targets, verify.enabled)
 
-    workers = default_jobs(len(targets)) if jobs is None else max(1, min(int(jobs), len(targets)))
+    workers = default_jobs(len(targets), net) if jobs is None else max(1, min(int(jobs), len(targets)))
     # started now, so that the workers' imports (torch, the converters) overlap the loading of the data below
     pool = Workers(workers) if workers > 1 else None
     try:

@@ -45,8 +45,11 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def default_jobs(n_targets: int) -> int:
-    """One worker per target, up to the cores this process may use."""
+def default_jobs(n_targets: int, net: Any = None) -> int:
+    """One worker per target, up to the cores this process may use; one (this process) for a model with a
+    module class defined in ``__main__`` (a script's or a notebook's), which a spawned process cannot import."""
+    if net is not None and any(type(m).__module__ == "__main__" for m in net.modules()):
+        return 1
     return max(1, min(n_targets, _cores()))
 
 
@@ -149,6 +152,9 @@ def run_jobs(
         except BrokenProcessPool as exc:  # the process died (a native crash, or killed for memory)
             raise RuntimeError(f"the worker process converting {jobs[i].target} died ({exc}); run with --jobs 1 "
                                "to convert in this process and see the crash") from exc
+        except Exception as exc:  # _worker returns its errors: this one is the model's trip to the worker
+            raise RuntimeError(f"the {jobs[i].target} job could not be sent to a worker process "
+                               f"({type(exc).__name__}: {exc}); convert with jobs=1 (--jobs 1)") from exc
         for line in lines:
             if line:
                 say(line)

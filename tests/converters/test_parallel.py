@@ -87,3 +87,16 @@ def test_a_worker_that_dies_is_reported_with_what_to_do(tmp_path):
                      1, pool, lambda _m: None)
     finally:
         pool.close()
+
+
+def test_a_model_class_from_main_converts_in_this_process():
+    import types
+
+    from edgeseg.converters.parallel import default_jobs
+
+    main_cls = types.new_class("NotebookNet", (torch.nn.Module,))
+    main_cls.__module__ = "__main__"  # what a class defined in a notebook or a script looks like
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1))
+    assert default_jobs(2, net) == min(2, default_jobs(2))
+    net.add_module("custom", main_cls())
+    assert default_jobs(2, net) == 1
