@@ -57,6 +57,7 @@ class ExecuTorchConverter(Converter):
 
     def _int8(self, program: Any, sample: Any, cfg: ConvertConfig) -> tuple[Any, dict[str, Any]]:
         import torch
+        from edgeseg.converters.observers import DESCRIPTION as SAMPLED
         from edgeseg.converters.observers import sampled_activations
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
@@ -78,8 +79,7 @@ class ExecuTorchConverter(Converter):
         info = {
             "scheme": "static",
             "weights": "int8 per-channel symmetric",
-            "activations": "int8 per-tensor (asymmetric; histogram observer over a strided subsample of each tensor, "
-                           "at most 65536 values plus its min and max: edgeseg.converters.observers)",
+            "activations": f"int8 per-tensor (asymmetric; {SAMPLED})",
             "io": "float32 (quantized inside the program)",
             "tool": "executorch XNNPACKQuantizer + torchao prepare_pt2e/convert_pt2e",
             "int8_isa": cfg.int8_isa,

@@ -22,6 +22,8 @@ import torch
 from torchao.quantization.pt2e.observer import HistogramObserver
 
 MAX_SAMPLES = 1 << 16
+DESCRIPTION = (f"histogram observer over a strided subsample of each tensor, at most {MAX_SAMPLES} values plus its "
+               "min and max: edgeseg.converters.observers")  # for the manifests
 _PRIMES = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101, 103,
            107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167, 173, 179, 181, 191, 193, 197, 199, 211)
 

@@ -42,7 +42,9 @@ class TargetJob:
 
 
 def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from edgeseg.runtimes.sysinfo import cpu_info
+
+    return int(cpu_info()["usable_cores"]) or 1
 
 
 def default_jobs(n_targets: int, net: Any = None) -> int:
@@ -61,9 +63,9 @@ def run_job(ctx: Any, job: TargetJob, sample_np: np.ndarray, batch: int | None) 
 
     ctx.export_net, ctx.rewrites = job.export_net, job.rewrites
     converter = get_converter(job.target)  # one instance per target: it may reuse work across precisions
+    sample = torch.from_numpy(np.repeat(sample_np, int(batch or 1), axis=0))
     results = []
     for cfg, file_name in job.configs:
-        sample = torch.from_numpy(np.repeat(sample_np, int(batch or 1), axis=0))
         ctx.say(f"converting {ctx.model_name} -> {job.target} {cfg.tag} ({cfg.layout}, batch {batch or 'dynamic'}) ...")
         res = convert_one(ctx, converter, sample, cfg, file_name)
         ctx.say(
@@ -84,9 +86,10 @@ def _worker(ctx: Any, job: TargetJob, sample_np: np.ndarray, batch: int | None, 
     try:
         return run_job(ctx, job, sample_np, batch), lines, None
     except Exception as exc:  # re-raised in the parent (custom exception types may not pickle)
-        import traceback
+        if os.environ.get("EDGESEG_DEBUG"):
+            import traceback
 
-        lines.append(traceback.format_exc() if os.environ.get("EDGESEG_DEBUG") else "")
+            lines.append(traceback.format_exc())
         return None, lines, (type(exc).__module__, type(exc).__qualname__, str(exc))
 
 
@@ -156,8 +159,7 @@ def run_jobs(
             raise RuntimeError(f"the {jobs[i].target} job could not be sent to a worker process "
                                f"({type(exc).__name__}: {exc}); convert with jobs=1 (--jobs 1)") from exc
         for line in lines:
-            if line:
-                say(line)
+            say(line)
         if err is not None:
             for other in futures:
                 other.cancel()

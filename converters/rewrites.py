@@ -50,25 +50,20 @@ def fold_channel_shuffles(net: Any) -> int:
     return done
 
 
-def _depthwise_sum(conv: Any) -> Any:
-    """``conv`` (k x k, one output channel) as a depthwise convolution followed by a sum over channels."""
-    from edgeseg.layers.depthwise_sum import DepthwiseSum
-
-    return DepthwiseSum(conv)
-
-
 def split_one_channel_convs(net: Any) -> int:
     """Compute every k x k (k > 1) convolution with one output channel (the spatial attention's 7x7 conv over
     [mean, max]) as a depthwise convolution and a channel sum; returns how many. OpenVINO's and
     onnxruntime's dense kernels vectorise over output channels, so one output channel leaves them idle."""
     from torch import nn
 
+    from edgeseg.layers.depthwise_sum import DepthwiseSum
+
     done = 0
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
             if (isinstance(child, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and child.out_channels == 1
                     and child.groups == 1 and child.in_channels > 1 and max(child.kernel_size) > 1):
-                setattr(parent, name, _depthwise_sum(child))
+                setattr(parent, name, DepthwiseSum(child))
                 done += 1
     return done
 

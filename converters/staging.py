@@ -193,7 +193,6 @@ def fit_budget(ctx: Context, make: Callable[[Sequence[str]], Any], cfg: ConvertC
     from edgeseg.converters.budget import HeldBack, fit
     from edgeseg.converters.layerwise import explain
 
-
     held = ctx.held_back
     assert held is not None and cfg.max_dice_drop is not None
 

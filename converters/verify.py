@@ -176,7 +176,6 @@ def verify_artifact(
     """
     from edgeseg.runtimes.torch_runtime import TorchRuntime
 
-
     candidate, manifest, info = run_artifact(artifact, images, precision, threads)
     if reference is None:
         ref_rt = TorchRuntime.from_module(model, manifest, threads=threads)
