@@ -108,7 +108,7 @@ def convert_model(
     out_dir: str | Path = "exports",
     model_kwargs: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
-    jobs: int | None = None,
+    jobs: int | None = 1,
 ) -> list[ConvertResult]:
     """Convert a registered model to each target x precision, verify each artifact, write its manifest.
 
@@ -126,8 +126,10 @@ def convert_model(
         out_dir: output folder.
         model_kwargs: builder options (e.g. ``num_classes``).
         log: progress callback (one line per step).
-        jobs: worker processes converting targets side by side (:mod:`edgeseg.converters.parallel`); default
-            one per target up to the cores; 1 converts in this process, one target after another.
+        jobs: worker processes converting targets side by side (:mod:`edgeseg.converters.parallel`); None:
+            one per target up to the cores (what ``edgeseg convert`` does); default 1: in this process, one
+            target after another. The workers are spawned, which re-imports the caller's main module: a script
+            that passes ``jobs`` other than 1 needs ``if __name__ == "__main__":``.
 
     Returns:
         One :class:`ConvertResult` per artifact (check ``.passed``).

@@ -100,3 +100,25 @@ def test_a_model_class_from_main_converts_in_this_process():
     assert default_jobs(2, net) == min(2, default_jobs(2))
     net.add_module("custom", main_cls())
     assert default_jobs(2, net) == 1
+
+
+def test_workers_that_cannot_start_say_why(tmp_path):
+    """Code piped to ``python -`` cannot be re-imported by a spawned worker: the pool breaks while starting,
+    and the caller is told what to change instead of getting BrokenProcessPool."""
+    import subprocess
+    import sys
+
+    code = (
+        "from edgeseg.converters.parallel import Workers, run_jobs\n"
+        "from edgeseg.converters.staging import Context\n"
+        f"ctx = Context(net=None, out={str(tmp_path)!r}, model_name='m', model_cfg={{}}, pre=None, classes=1, "
+        "wrec={}, held_back=None, threads=1, say=None)\n"
+        "pool = Workers(1)\n"
+        "try:\n"
+        "    run_jobs(ctx, [], None, 1, pool, print)\n"
+        "finally:\n"
+        "    pool.close()\n"
+    )
+    proc = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "could not start" in proc.stderr and 'if __name__ == "__main__":' in proc.stderr, proc.stderr[-2000:]
